@@ -1,0 +1,182 @@
+"""Dataset readers: ``images/`` + ``masks/`` or ``alpha/`` folders with split lists, and .npy arrays.
+
+Every reader yields :class:`Sample` objects with the image as RGB uint8 (H, W, 3), the person
+target as float32 in [0, 1] (hard masks become 0/1; soft teacher alpha stays soft) and an
+``ignore`` boolean map (True = excluded from loss and metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .io import DataError, read_gray, read_rgb
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    target: np.ndarray  # (H, W) float32 in [0, 1]
+    ignore: np.ndarray  # (H, W) bool
+    name: str
+    soft: bool = False  # target came from soft alpha (teacher) rather than a hand mask
+
+
+@dataclass
+class SkipReport:
+    """Files skipped under ``on_error="skip"``, reported at the end instead of crashing."""
+
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, message: str) -> None:
+        self.errors.append(message)
+
+
+def read_split(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _find_image(folder: Path, stem: str) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{folder / stem}.*: image listed in the split is missing")
+
+
+class FolderDataset:
+    """``root/images/<stem>.jpg`` + ``root/masks/<stem>.png`` (0/255) or ``root/alpha/<stem>.png``
+    (soft 0..255), optional ``root/ignore/<stem>.png`` (255 = ignore).
+
+    ``split`` is a split-list file (absolute, or relative to ``root``); without it every image
+    in ``images/`` is used. ``on_error="skip"`` skips unreadable/mismatched pairs and records
+    them in ``self.skipped``; the default raises :class:`DataError` naming the file.
+    """
+
+    def __init__(self, root: str | Path, split: str | Path | None = None, on_error: str = "raise") -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: dataset folder not found")
+        if on_error not in ("raise", "skip"):
+            raise ValueError("on_error must be 'raise' or 'skip'")
+        self.on_error = on_error
+        self.skipped = SkipReport()
+        self.image_dir = self.root / "images"
+        if (self.root / "masks").is_dir():
+            self.target_dir, self.soft = self.root / "masks", False
+        elif (self.root / "alpha").is_dir():
+            self.target_dir, self.soft = self.root / "alpha", True
+        else:
+            raise DataError(f"{self.root}: has neither masks/ nor alpha/ folder")
+        self.ignore_dir = self.root / "ignore" if (self.root / "ignore").is_dir() else None
+        if split is not None:
+            split_path = Path(split)
+            if not split_path.is_absolute() and not split_path.is_file():
+                split_path = self.root / split_path
+            self.stems = read_split(split_path)
+        else:
+            self.stems = sorted(p.stem for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.name = self.root.name
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def load(self, index: int) -> Sample:
+        """Read one pair, validating it; raises :class:`DataError` naming the bad file."""
+        stem = self.stems[index]
+        image_path = _find_image(self.image_dir, stem)
+        image = read_rgb(image_path)
+        target_path = self.target_dir / f"{stem}.png"
+        target = read_gray(target_path)
+        if target.shape != image.shape[:2]:
+            raise DataError(
+                f"{target_path}: mask size {target.shape[1]}x{target.shape[0]} does not match "
+                f"image size {image.shape[1]}x{image.shape[0]}"
+            )
+        if self.soft:
+            target_f = target.astype(np.float32) / 255.0
+        else:
+            target_f = (target >= 128).astype(np.float32)
+        ignore = np.zeros(image.shape[:2], dtype=bool)
+        if self.ignore_dir is not None and (self.ignore_dir / f"{stem}.png").is_file():
+            ign = read_gray(self.ignore_dir / f"{stem}.png")
+            if ign.shape != image.shape[:2]:
+                raise DataError(f"{self.ignore_dir / stem}.png: ignore map size does not match image")
+            ignore = ign >= 128
+        return Sample(image, target_f, ignore, stem, self.soft)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(index)
+
+    def __iter__(self) -> Iterator[Sample]:
+        """Iterate over readable samples; under ``on_error="skip"`` bad ones are recorded."""
+        for i in range(len(self)):
+            try:
+                yield self.load(i)
+            except DataError as exc:
+                if self.on_error == "raise":
+                    raise
+                self.skipped.add(str(exc))
+
+
+class NpyDataset:
+    """The original project's arrays: images (N,H,W,3) uint8 and masks (N,H,W[,1]) uint8.
+
+    Masks may be 0/1 or 0/255; values are scaled to [0, 1] (soft values kept).
+    """
+
+    def __init__(self, images: str | Path, masks: str | Path) -> None:
+        self.images_path, self.masks_path = Path(images), Path(masks)
+        for p in (self.images_path, self.masks_path):
+            if not p.is_file():
+                raise DataError(f"{p}: .npy file not found")
+        try:
+            self.images = np.load(self.images_path, mmap_mode="r")
+            self.masks = np.load(self.masks_path, mmap_mode="r")
+        except ValueError as exc:
+            raise DataError(f"{self.images_path}: not a readable .npy array ({exc})") from exc
+        if self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise DataError(f"{self.images_path}: expected shape (N,H,W,3), got {self.images.shape}")
+        masks_shape = self.masks.shape[:3] if self.masks.ndim == 4 else self.masks.shape
+        if masks_shape != self.images.shape[:3]:
+            raise DataError(f"{self.masks_path}: mask shape {self.masks.shape} does not match images {self.images.shape}")
+        self.scale = 255.0 if int(np.max(self.masks[: min(len(self.masks), 16)])) > 1 else 1.0
+        self.name = self.images_path.stem
+        self.soft = False
+        self.skipped = SkipReport()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> Sample:
+        mask = np.asarray(self.masks[index]).astype(np.float32)
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        image = np.ascontiguousarray(self.images[index]).astype(np.uint8)
+        return Sample(image, mask / self.scale, np.zeros(mask.shape, bool), f"{self.name}_{index:06d}")
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(index)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self.load(i)
+
+
+def open_dataset(spec: str | Path, split: str | Path | None = None, on_error: str = "raise"):
+    """A folder dataset, or ``images.npy:masks.npy`` for the original project's arrays."""
+    text = str(spec)
+    if text.endswith(".npy") or ".npy:" in text:
+        images, _, masks = text.partition(":")
+        if not masks:
+            raise DataError(f"{text}: give the .npy arrays as IMAGES.npy:MASKS.npy")
+        return NpyDataset(images, masks)
+    return FolderDataset(spec, split, on_error)
