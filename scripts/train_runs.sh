@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Train several recipes side by side on one GPU (each run is small enough to share it), then
+# pack each run's outputs. Used for the bundled default weights; see MODEL_CARD.md.
+#   usage: scripts/train_runs.sh OUTDIR "NAME:ARGS" ["NAME:ARGS" ...]
+set -u
+out=$1; shift
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+train() {  # run `portraitseg train` without importing the other subcommands
+  python3 -c 'import argparse, sys
+from portraitseg.commands import train as t
+p = argparse.ArgumentParser(); t.add_parser(p.add_subparsers())
+a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))' train "$@"
+}
+pids=()
+for spec in "$@"; do
+  name=${spec%%:*}; args=${spec#*:}
+  # shellcheck disable=SC2086
+  train --config configs/default.yaml --run "$name" --progress false $args > "$out/$name.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for spec in "$@"; do
+  name=${spec%%:*}
+  tar -C checkpoints -czf "$out/$name.tgz" --exclude='mobile-unet-*' "$name" 2>/dev/null
+done

@@ -1,0 +1,47 @@
+"""``portraitseg cache``: decode datasets once into a compact training cache (.npz)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..data.cache import build_cache, build_image_cache
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cache",
+        help="build a training cache from dataset folders",
+        description="Resize every sample (stretched) to SIZE x SIZE once and store it compactly. "
+        "Give labelled datasets as ROOT or ROOT:SPLIT (split file relative to ROOT), "
+        "or --images DIR for an unlabelled background folder.",
+    )
+    p.add_argument("out", type=Path, help="output .npz")
+    p.add_argument("--data", nargs="+", default=[], metavar="ROOT[:SPLIT]")
+    p.add_argument("--images", type=Path, help="unlabelled image folder (backgrounds)")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--quality", type=int, default=85, help="WebP quality of the images (targets are lossless)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable/mismatched pairs and report them")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.data) == bool(args.images):
+        raise ValueError("give either --data ROOT[:SPLIT] ... or --images DIR")
+    if args.images:
+        out = build_image_cache(args.images, args.out, args.size, args.quality)
+        print(f"wrote {out}")
+        return 0
+    sources = []
+    for spec in args.data:
+        root, _, split = spec.partition(":")
+        sources.append((root, split or None))
+    out, skipped = build_cache(sources, args.out, args.size, args.quality, "skip" if args.skip_bad else "raise")
+    print(f"wrote {out}")
+    for msg in skipped:
+        print(f"skipped: {msg}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped", file=sys.stderr)
+        return 1
+    return 0

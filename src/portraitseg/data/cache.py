@@ -1,0 +1,209 @@
+"""Training cache: every sample decoded once, resized to a fixed square and stored compactly.
+
+Training reads the whole cache into memory (on the GPU when training there) so the loop is
+compute-bound, never decode-bound. The file is a plain ``.npz`` (no pickles) holding encoded
+bytes (WebP images, lossless WebP targets) plus offsets, so a 6k-image set at 224 px fits in
+a few tens of MB and can be copied to a training machine.
+
+Images are *stretched* to the square, exactly as evaluation and inference stretch the whole
+image to the model input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .datasets import IMAGE_SUFFIXES, FolderDataset, Sample, open_dataset
+from .io import DataError, read_rgb
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CacheArrays:
+    """Decoded cache: ``images`` (N,S,S,3) uint8 RGB, ``targets`` (N,S,S) uint8 0..255,
+    ``ignore`` (N,S,S) uint8 0/1, ``source`` (N,) index into ``source_names``."""
+
+    images: np.ndarray
+    targets: np.ndarray | None
+    ignore: np.ndarray | None
+    source: np.ndarray
+    source_names: list[str]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+
+def _encode(img: np.ndarray, lossless: bool, quality: int) -> bytes:
+    arr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+    q = 101 if lossless else quality  # WebP quality > 100 selects lossless mode
+    ok, buf = cv2.imencode(".webp", arr, [cv2.IMWRITE_WEBP_QUALITY, q])
+    if not ok:
+        raise DataError("WebP encoding failed")
+    return buf.tobytes()
+
+
+def _pack(chunks: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(c) for c in chunks])
+    return np.frombuffer(b"".join(chunks), dtype=np.uint8).copy(), offsets
+
+
+def _resize_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image = cv2.resize(sample.image, (size, size), interpolation=cv2.INTER_AREA)
+    target = cv2.resize(sample.target, (size, size), interpolation=cv2.INTER_AREA)
+    ignore = cv2.resize(sample.ignore.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    return image, np.clip(target * 255.0 + 0.5, 0, 255).astype(np.uint8), ignore
+
+
+def build_cache(
+    sources: Iterable[tuple[str | Path, str | Path | None]],
+    out: str | Path,
+    size: int = 256,
+    quality: int = 85,
+    on_error: str = "raise",
+) -> tuple[Path, list[str]]:
+    """Encode labelled datasets (``(root, split)`` pairs) into one cache file.
+
+    Returns the path and the list of skipped-file messages (``on_error="skip"``).
+    """
+    images: list[bytes] = []
+    targets: list[bytes] = []
+    ignores: list[bytes] = []
+    source: list[int] = []
+    names: list[str] = []
+    source_names: list[str] = []
+    skipped: list[str] = []
+    for root, split in sources:
+        dataset = open_dataset(root, split, on_error=on_error)
+        source_names.append(dataset.name)
+        for sample in tqdm(dataset, total=len(dataset), desc=f"cache {dataset.name}", unit="img"):
+            image, target, ignore = _resize_sample(sample, size)
+            images.append(_encode(image, False, quality))
+            targets.append(_encode(target, True, quality))
+            ignores.append(_encode(ignore * 255, True, quality))
+            source.append(len(source_names) - 1)
+            names.append(sample.name)
+        skipped += dataset.skipped.errors
+    if not images:
+        raise DataError(f"{out}: no readable samples to cache")
+    arrays = _arrays(images, names, source, source_names, size)
+    arrays["target_bytes"], arrays["target_offsets"] = _pack(targets)
+    arrays["ignore_bytes"], arrays["ignore_offsets"] = _pack(ignores)
+    return _save(out, arrays), skipped
+
+
+def build_image_cache(folder: str | Path, out: str | Path, size: int = 256, quality: int = 85) -> Path:
+    """Cache an unlabelled image folder (backgrounds for synthetic compositing)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder}: no images found")
+    images = [
+        _encode(cv2.resize(read_rgb(p), (size, size), interpolation=cv2.INTER_AREA), False, quality)
+        for p in tqdm(files, desc=f"cache {folder.name}", unit="img")
+    ]
+    return _save(out, _arrays(images, [p.stem for p in files], [0] * len(files), [folder.name], size))
+
+
+def _arrays(images: list[bytes], names: list[str], source: list[int], source_names: list[str], size: int) -> dict:
+    image_bytes, image_offsets = _pack(images)
+    return {
+        "version": np.array(CACHE_VERSION),
+        "size": np.array(size),
+        "image_bytes": image_bytes,
+        "image_offsets": image_offsets,
+        "source": np.asarray(source, dtype=np.int16),
+        "source_names": np.asarray(source_names),
+        "names": np.asarray(names),
+    }
+
+
+def _save(out: str | Path, arrays: dict) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(out)
+    return out
+
+
+def _decode_all(data: bytes | np.ndarray, offsets: np.ndarray, flags: int, workers: int, desc: str) -> np.ndarray:
+    def one(i: int) -> np.ndarray:
+        img = cv2.imdecode(data[offsets[i] : offsets[i + 1]], flags)
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if img.ndim == 3 else img
+
+    n = len(offsets) - 1
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        decoded = list(tqdm(pool.map(one, range(n)), total=n, desc=desc, unit="img", leave=False))
+    return np.stack(decoded)
+
+
+def load_cache(path: str | Path, workers: int = 4) -> CacheArrays:
+    """Decode a cache file into memory (OpenCV releases the GIL, so threads scale)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: cache file not found")
+    try:
+        z = np.load(path, allow_pickle=False)
+        version = int(z["version"])
+    except Exception as exc:
+        raise DataError(f"{path}: not a portraitseg cache ({exc})") from exc
+    if version != CACHE_VERSION:
+        raise DataError(f"{path}: cache version {version}, expected {CACHE_VERSION}; rebuild it")
+    images = _decode_all(z["image_bytes"], z["image_offsets"], cv2.IMREAD_COLOR, workers, f"{path.name} images")
+    targets = ignore = None
+    if "target_bytes" in z:
+        targets = _decode_all(z["target_bytes"], z["target_offsets"], cv2.IMREAD_GRAYSCALE, workers, "targets")
+        ignore = (_decode_all(z["ignore_bytes"], z["ignore_offsets"], cv2.IMREAD_GRAYSCALE, workers, "ignore") > 127)
+        ignore = ignore.astype(np.uint8)
+    return CacheArrays(
+        images=images,
+        targets=targets,
+        ignore=ignore,
+        source=z["source"].astype(np.int64),
+        source_names=[str(s) for s in z["source_names"]],
+        names=[str(s) for s in z["names"]],
+    )
+
+
+def concat_caches(caches: Sequence[CacheArrays]) -> CacheArrays:
+    """Join caches of the same size into one (source ids are re-numbered)."""
+    if len(caches) == 1:
+        return caches[0]
+    sizes = {c.size for c in caches}
+    if len(sizes) != 1:
+        raise DataError(f"caches have different sizes {sorted(sizes)}; rebuild them at one size")
+    offset = 0
+    sources = []
+    names: list[str] = []
+    source_names: list[str] = []
+    for c in caches:
+        sources.append(c.source + offset)
+        offset += len(c.source_names)
+        source_names += c.source_names
+        names += c.names
+    labelled = all(c.targets is not None for c in caches)
+    return CacheArrays(
+        images=np.concatenate([c.images for c in caches]),
+        targets=np.concatenate([c.targets for c in caches]) if labelled else None,
+        ignore=np.concatenate([c.ignore for c in caches]) if labelled else None,
+        source=np.concatenate(sources),
+        source_names=source_names,
+        names=names,
+    )
+
+
+__all__ = ["CacheArrays", "FolderDataset", "build_cache", "build_image_cache", "concat_caches", "load_cache"]
