@@ -1,0 +1,302 @@
+"""Export: BatchNorm folding, ONNX fp32/fp16/int8 agreement with PyTorch, metadata, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from portraitseg import export as ex
+from portraitseg.checkpoint import bundled_weights_path, load_model, save_weights
+from portraitseg.cli import main
+from portraitseg.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PORTRAITSEG_SHARED", REPO.parent / "shared"))
+VIKRAM = SHARED / "data" / "vikram_val"
+SIZE = 128  # small inputs keep the suite fast; the graph is the same at any size
+REQUIRED_KEYS = ("input_size", "layout", "channel_order", "normalisation", "output_kind", "flattened",
+                 "model_config")
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics, so folding them is actually exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3, generator=gen)
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.weight.data.uniform_(0.5, 1.5, generator=gen)
+            m.bias.data.uniform_(-0.3, 0.3, generator=gen)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return _randomise_bn(create_model("mobile-unet-050-bilinear", input_size=SIZE))
+
+
+def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": x})[0]
+
+
+def _torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(x)).numpy()
+
+
+def _need_vikram() -> Path:
+    if not (VIKRAM / "images").is_dir():
+        pytest.skip(f"real validation images not found at {VIKRAM} (set PORTRAITSEG_SHARED)")
+    return VIKRAM
+
+
+# --------------------------------------------------------------------------- BatchNorm folding
+
+
+@pytest.mark.parametrize("decoder", ["bilinear", "transpose"])
+def test_fuse_batchnorm_matches_and_removes_every_bn(decoder: str) -> None:
+    torch.manual_seed(1)
+    m = _randomise_bn(create_model(f"mobile-unet-035-{decoder}"), seed=1)
+    assert ex.count_batchnorms(m) > 30
+    fused = ex.fuse_batchnorm(m)
+    assert ex.count_batchnorms(fused) == 0
+    assert ex.count_batchnorms(m) > 30  # the original is untouched
+    x = torch.rand(2, 3, 96, 64)
+    with torch.no_grad():
+        ref, out = m(x), fused(x)
+    assert torch.allclose(ref, out, atol=1e-5, rtol=1e-4), float((ref - out).abs().max())
+    assert ex.check_fusion(m, fused) < 1e-4
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_fuse_conv_transpose_bn_with_groups(groups: int) -> None:
+    torch.manual_seed(2)
+    conv = nn.ConvTranspose2d(4, 6, 2, stride=2, groups=groups, bias=True)
+    bn = _randomise_bn(nn.Sequential(nn.BatchNorm2d(6)), seed=2)[0]
+    x = torch.randn(1, 4, 5, 5)
+    with torch.no_grad():
+        ref = bn(conv(x))
+        out = ex.fuse_conv_bn(conv, bn)(x)
+    assert torch.allclose(ref, out, atol=1e-5)
+
+
+def test_check_fusion_detects_a_wrong_fold(model: nn.Module) -> None:
+    fused = ex.fuse_batchnorm(model)
+    with torch.no_grad():
+        fused.head.bias += 1.0
+    with pytest.raises(ValueError, match="BatchNorm folding"):
+        ex.check_fusion(model, fused)
+
+
+# --------------------------------------------------------------------------- ONNX fp32
+
+
+def test_onnx_fp32_matches_torch_logits_and_has_metadata(model: nn.Module, tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    result = ex.export_model(model, out, ex.ExportConfig())
+    assert out.is_file() and not list(tmp_path.glob(".*"))  # staged file moved into place
+    x = np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32)
+    got, ref = _ort_run(out, x), _torch_logits(model, x)
+    assert got.shape == (1, 1, SIZE, SIZE)
+    assert np.abs(got - ref).max() < 1e-4
+    meta = ex.read_metadata(out)
+    assert all(k in meta for k in REQUIRED_KEYS)
+    assert meta["input_size"] == str(SIZE) and meta["layout"] == "NCHW" and meta["channel_order"] == "RGB"
+    assert meta["normalisation"] == "rgb/255" and meta["output_kind"] == "logits" and meta["flattened"] == "0"
+    assert json.loads(meta["model_config"]) == model.config.to_dict()
+    assert result.verify.passed and result.verify.max_abs_diff < 1e-4
+
+
+def test_onnx_dynamic_runs_at_two_sizes(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    m = _randomise_bn(create_model("mobile-unet-035-transpose", input_size=SIZE), seed=3)
+    out = tmp_path / "dyn.onnx"
+    ex.export_model(m, out, ex.ExportConfig(dynamic=True, verify_count=2))
+    assert ex.read_metadata(out)["input_size"] == "dynamic"
+    rng = np.random.default_rng(1)
+    for shape in [(1, 3, 96, 160), (2, 3, 224, 128)]:
+        x = rng.random(shape, dtype=np.float32)
+        got = _ort_run(out, x)
+        assert got.shape == (shape[0], 1, *shape[2:])
+        assert np.abs(got - _torch_logits(m, x)).max() < 1e-4
+
+
+def test_flattened_probability_output(model: nn.Module, tmp_path: Path) -> None:
+    out = tmp_path / "flat.onnx"
+    ex.export_model(model, out, ex.ExportConfig(flatten=True, output_kind="probability", verify_count=2))
+    meta = ex.read_metadata(out)
+    assert meta["flattened"] == "1" and meta["output_kind"] == "probability"
+    assert meta["output_name"] == "probability" and meta["output_shape"] == f"1x{SIZE * SIZE}"
+    x = np.random.default_rng(2).random((1, 3, SIZE, SIZE), dtype=np.float32)
+    got = _ort_run(out, x)
+    assert got.shape == (1, SIZE * SIZE)
+    ref = torch.sigmoid(torch.from_numpy(_torch_logits(model, x))).numpy().reshape(1, -1)
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_verification_fails_on_a_wrong_export_and_leaves_no_file(model: nn.Module, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    real_export = ex.export_onnx_bytes
+
+    def broken(wrapper: nn.Module, cfg: ex.ExportConfig, size: int) -> bytes:
+        bad = ex.ExportWrapper(ex.fuse_batchnorm(model), cfg.output_kind, cfg.flatten)
+        with torch.no_grad():
+            bad.model.head.bias += 2.0  # a plausible-looking but wrong graph
+        return real_export(bad, cfg, size)
+
+    monkeypatch.setattr(ex, "export_onnx_bytes", broken)
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(ValueError, match="verification failed"):
+        ex.export_model(model, out, ex.ExportConfig(verify_count=1))
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"precision": "int8"}, "calib-data"),
+        ({"size": 100}, "multiple of 32"),
+        ({"size": 224, "dynamic": True}, "exclude"),
+        ({"format": "tflite", "dynamic": True}, "only supported for ONNX"),
+        ({"precision": "int4"}, "precision"),
+    ],
+)
+def test_config_validation(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ex.ExportConfig(**kwargs).validate()
+
+
+# --------------------------------------------------------------------------- fp16 / int8 on real photos
+
+
+def _real_inputs(size: int, count: int, offset: int) -> list[np.ndarray]:
+    return [ex.to_input(img, (size, size)) for img in ex.load_images(_need_vikram(), count, offset)]
+
+
+def test_fp16_and_int8_agree_with_torch_on_real_images(model: nn.Module, tmp_path: Path) -> None:
+    """A random-init model's logits are nearly flat (|logit| ~ 0.05), so absolute errors say
+    little; the checks are scale-free: fp16 keeps ~3 significant digits, so its logit error
+    must stay below 1% of the logits' spread; int8 (256 levels per tensor, errors adding up
+    over ~50 layers) must keep the spatial pattern: per-image correlation with the fp32
+    logits >= 0.98 and mean error below 10% of their spread. The trained model gets the
+    mask-level check in test_trained_default_int8_masks."""
+    vikram = _need_vikram()
+    inputs = _real_inputs(SIZE, 6, offset=1)  # different photos from the calibration pick
+    fp16, int8 = tmp_path / "m16.onnx", tmp_path / "m8.onnx"
+    ex.export_model(model, fp16, ex.ExportConfig(precision="fp16", verify_data=str(vikram), verify_count=4))
+    cfg8 = ex.ExportConfig(precision="int8", calib_data=str(vikram), calib_count=16,
+                           int8_granularity="per-channel", verify_data=str(vikram), verify_count=4)
+    res8 = ex.export_model(model, int8, cfg8)
+    assert ex.read_metadata(int8)["int8_granularity"] == "per-channel"
+    assert res8.bytes_written < fp16.stat().st_size  # 1-byte weights (plus per-channel scales)
+    for x in inputs:
+        ref = _torch_logits(model, x).ravel()
+        spread = ref.std()
+        d16 = np.abs(_ort_run(fp16, x).ravel() - ref)
+        assert d16.max() < 0.01 * spread + 1e-5
+        q8 = _ort_run(int8, x).ravel()
+        assert np.corrcoef(q8, ref)[0, 1] >= 0.98
+        assert np.abs(q8 - ref).mean() < 0.1 * spread
+
+
+def test_int8_auto_granularity_scores_both(model: nn.Module, tmp_path: Path) -> None:
+    vikram = _need_vikram()
+    out = tmp_path / "auto.onnx"
+    res = ex.export_model(model, out, ex.ExportConfig(precision="int8", calib_data=str(vikram), calib_count=8,
+                                                      verify_count=2))
+    assert set(res.int8_candidates) == {"per-channel", "per-tensor"}
+    chosen = ex.read_metadata(out)["int8_granularity"]
+    scores = res.int8_candidates
+    best = max(scores, key=lambda n: (round(scores[n]["mean_iou"], 4), -scores[n]["mean_abs_diff"]))
+    assert chosen == best
+
+
+def test_trained_default_int8_masks(tmp_path: Path) -> None:
+    """With trained weights the masks themselves must survive quantisation."""
+    try:
+        bundled_weights_path()
+    except FileNotFoundError:
+        pytest.skip("bundled default weights not present yet")
+    vikram = _need_vikram()
+    m = load_model("default")
+    size = m.config.input_size
+    res = ex.export_model(m, tmp_path / "d8.onnx", ex.ExportConfig(
+        precision="int8", calib_data=str(vikram), calib_count=16, verify_data=str(vikram), verify_count=8))
+    # 0.95: ~the gap between our model and MediaPipe; quantisation must cost far less.
+    assert res.verify.mean_iou >= 0.95 and res.verify.mean_abs_diff < 0.03
+    res16 = ex.export_model(m, tmp_path / "d16.onnx", ex.ExportConfig(
+        precision="fp16", verify_data=str(vikram), verify_count=8))
+    assert res16.verify.mean_iou >= 0.995 and res16.verify.max_abs_diff < 0.05
+    assert size % 32 == 0
+
+
+# --------------------------------------------------------------------------- TFLite
+
+
+def test_tflite_without_converter_fails_with_one_line(model: nn.Module, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # makes `import litert_torch` fail
+    with pytest.raises(ValueError, match="litert-torch") as info:
+        ex.export_model(model, tmp_path / "m.tflite", ex.ExportConfig(format="tflite"))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not ex.tflite_available(),
+                    reason="TFLite converter not installed: pip install '.[tflite-export]'")
+def test_tflite_round_trip(model: nn.Module, tmp_path: Path) -> None:
+    out = tmp_path / "m.tflite"
+    result = ex.export_model(model, out, ex.ExportConfig(format="tflite", verify_count=2))
+    meta = ex.read_metadata(out)
+    assert meta["layout"] == "NHWC" and meta["input_size"] == str(SIZE) and meta["output_kind"] == "logits"
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(out))
+    interp.allocate_tensors()
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert list(inp["shape"]) == [1, SIZE, SIZE, 3] and list(outp["shape"]) == [1, SIZE, SIZE, 1]
+    x = np.random.default_rng(3).random((1, 3, SIZE, SIZE), dtype=np.float32)
+    interp.set_tensor(inp["index"], x.transpose(0, 2, 3, 1).copy())
+    interp.invoke()
+    got = interp.get_tensor(outp["index"]).transpose(0, 3, 1, 2)
+    assert np.abs(got - _torch_logits(model, x)).max() < 1e-4
+    assert result.verify.passed
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_missing_model_exits_2_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "nope.pt"
+    assert main(["export", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_export_writes_and_prints_contract(model: nn.Module, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = save_weights(model, tmp_path / "w.pt")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(weights), "--size", "96", "--verify-count", "2"]) == 0
+    out = tmp_path / "w-96-fp32.onnx"
+    assert out.is_file()
+    printed = capsys.readouterr().out
+    assert "layout = NCHW" in printed and "output_kind = logits" in printed and "verification" in printed
+    assert ex.read_metadata(out)["input_size"] == "96"
+
+
+def test_cli_int8_without_calibration_data_exits_2(model: nn.Module, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    weights = save_weights(model, tmp_path / "w.pt")
+    assert main(["export", str(weights), "--precision", "int8"]) == 2
+    assert "--calib-data" in capsys.readouterr().err
