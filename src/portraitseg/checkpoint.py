@@ -46,7 +46,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a bad file
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc.__class__.__name__}: {exc})") from exc
+        raise ValueError(
+            f"{path}: not a readable PyTorch checkpoint ({exc.__class__.__name__}: {exc})"
+        ) from exc
     if not isinstance(data, dict) or "model" not in data or "model_config" not in data:
         raise ValueError(f"{path}: not a portraitseg checkpoint (missing 'model'/'model_config')")
     return data

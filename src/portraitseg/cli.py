@@ -7,16 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# Each name maps to ``portraitseg.commands.<module>``, which defines ``add_parser`` and ``run``.
-COMMANDS: dict[str, str] = {
-    "train": "train",
-    "eval": "eval",
-    "predict": "predict",
-    "export": "export",
-    "bench": "bench",
-    "prepare": "prepare",
-    "cache": "cache",
-}
+# Each is a module ``portraitseg.commands.<name>`` defining ``add_parser`` (which sets ``func``).
+COMMANDS: tuple[str, ...] = ("train", "eval", "predict", "export", "bench", "prepare", "cache")
 
 
 class CLIError(Exception):
@@ -29,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portraitseg", description="Real-time portrait segmentation.")
     parser.add_argument("--version", action="version", version=f"portraitseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for module in COMMANDS:
         try:
             mod = importlib.import_module(f"portraitseg.commands.{module}")
         except ModuleNotFoundError as exc:

@@ -114,14 +114,15 @@ class ModelEMA:
             p.requires_grad_(False)
         self.decay = decay
         self.updates = 0
+        # state_dict() tensors alias the live parameters/buffers: collect them once, not per step.
+        self._ema = [t for t in self.module.state_dict().values() if t.dtype.is_floating_point]
+        self._cur = [t for t in model.state_dict().values() if t.dtype.is_floating_point]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema = [t for t in self.module.state_dict().values() if t.dtype.is_floating_point]
-        cur = [t for t in model.state_dict().values() if t.dtype.is_floating_point]
-        torch._foreach_lerp_(ema, cur, 1.0 - d)
+        torch._foreach_lerp_(self._ema, self._cur, 1.0 - d)
 
     def state_dict(self) -> dict[str, Any]:
         return {"module": self.module.state_dict(), "updates": self.updates}
@@ -155,7 +156,9 @@ class Trainer:
         self.backgrounds = torch.from_numpy(bg).to(self.device) if bg is not None else None
         self.train_t = self._to_device(self.train_data)
         self.val_t = self._to_device(self.val_data) if self.val_data is not None else None
-        self.augmenter = BatchAugmenter(AugmentConfig(out_size=cfg.input_size, **cfg.augment), self.backgrounds)
+        self.augmenter = BatchAugmenter(
+            AugmentConfig(out_size=cfg.input_size, **cfg.augment), self.backgrounds
+        )
 
         mcfg = model_config(cfg.model, input_size=cfg.input_size, **cfg.model_overrides)
         self.model = MobileUNet(mcfg)
@@ -166,7 +169,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
+        for p in self.model.parameters():
             (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN/bias
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -198,8 +201,12 @@ class Trainer:
         data = concat_caches([load_cache(p, self.cfg.workers) for p in paths])
         if limit:
             data = CacheArrays(
-                data.images[:limit], data.targets[:limit], data.ignore[:limit],
-                data.source[:limit], data.source_names, data.names[:limit],
+                data.images[:limit],
+                data.targets[:limit],
+                data.ignore[:limit],
+                data.source[:limit],
+                data.source_names,
+                data.names[:limit],
             )
         if data.targets is None:
             raise ValueError(f"{paths[0]}: cache has no targets (an image-only cache?)")
@@ -300,8 +307,12 @@ class Trainer:
         tot = {"loss": 0.0, "n": 0}
         tp = fp = fn = tn = 0.0
         for s in range(0, len(images), cfg.batch_size):
-            x, y, ign = resize_batch(images[s : s + cfg.batch_size], targets[s : s + cfg.batch_size],
-                                     ignore[s : s + cfg.batch_size], cfg.input_size)
+            x, y, ign = resize_batch(
+                images[s : s + cfg.batch_size],
+                targets[s : s + cfg.batch_size],
+                ignore[s : s + cfg.batch_size],
+                cfg.input_size,
+            )
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x)
             loss = segmentation_loss(logits, y, ign, cfg.dice_weight, cfg.boundary_weight)

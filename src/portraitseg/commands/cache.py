@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", default=[], metavar="ROOT[:SPLIT]")
     p.add_argument("--images", type=Path, help="unlabelled image folder (backgrounds)")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--quality", type=int, default=85, help="WebP quality of the images (targets are lossless)")
+    p.add_argument(
+        "--quality", type=int, default=85, help="WebP quality of the images (targets are lossless)"
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable/mismatched pairs and report them")
     p.set_defaults(func=run)
 
@@ -37,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     for spec in args.data:
         root, _, split = spec.partition(":")
         sources.append((root, split or None))
-    out, skipped = build_cache(sources, args.out, args.size, args.quality, "skip" if args.skip_bad else "raise")
+    out, skipped = build_cache(
+        sources, args.out, args.size, args.quality, "skip" if args.skip_bad else "raise"
+    )
     print(f"wrote {out}")
     for msg in skipped:
         print(f"skipped: {msg}", file=sys.stderr)

@@ -23,8 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-cache", nargs="+", help="training cache file(s) (.npz from `portraitseg cache`)")
     p.add_argument("--val-cache", nargs="+", help="validation cache file(s)")
     p.add_argument("--resume", type=Path, help="continue from a last.pt written by an earlier run")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set augment.composite_p=0.5 model_overrides.width=0.75")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set augment.composite_p=0.5 model_overrides.width=0.75",
+    )
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("train_cache", "val_cache", "augment", "model_overrides"):
             continue

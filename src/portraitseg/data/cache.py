@@ -118,7 +118,9 @@ def build_image_cache(folder: str | Path, out: str | Path, size: int = 256, qual
     return _save(out, _arrays(images, [p.stem for p in files], [0] * len(files), [folder.name], size))
 
 
-def _arrays(images: list[bytes], names: list[str], source: list[int], source_names: list[str], size: int) -> dict:
+def _arrays(
+    images: list[bytes], names: list[str], source: list[int], source_names: list[str], size: int
+) -> dict:
     image_bytes, image_offsets = _pack(images)
     return {
         "version": np.array(CACHE_VERSION),
@@ -140,7 +142,9 @@ def _save(out: str | Path, arrays: dict) -> Path:
     return out
 
 
-def _decode_all(data: bytes | np.ndarray, offsets: np.ndarray, flags: int, workers: int, desc: str) -> np.ndarray:
+def _decode_all(
+    data: bytes | np.ndarray, offsets: np.ndarray, flags: int, workers: int, desc: str
+) -> np.ndarray:
     def one(i: int) -> np.ndarray:
         img = cv2.imdecode(data[offsets[i] : offsets[i + 1]], flags)
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if img.ndim == 3 else img
@@ -163,11 +167,17 @@ def load_cache(path: str | Path, workers: int = 4) -> CacheArrays:
         raise DataError(f"{path}: not a portraitseg cache ({exc})") from exc
     if version != CACHE_VERSION:
         raise DataError(f"{path}: cache version {version}, expected {CACHE_VERSION}; rebuild it")
-    images = _decode_all(z["image_bytes"], z["image_offsets"], cv2.IMREAD_COLOR, workers, f"{path.name} images")
+    images = _decode_all(
+        z["image_bytes"], z["image_offsets"], cv2.IMREAD_COLOR, workers, f"{path.name} images"
+    )
     targets = ignore = None
     if "target_bytes" in z:
-        targets = _decode_all(z["target_bytes"], z["target_offsets"], cv2.IMREAD_GRAYSCALE, workers, "targets")
-        ignore = (_decode_all(z["ignore_bytes"], z["ignore_offsets"], cv2.IMREAD_GRAYSCALE, workers, "ignore") > 127)
+        targets = _decode_all(
+            z["target_bytes"], z["target_offsets"], cv2.IMREAD_GRAYSCALE, workers, "targets"
+        )
+        ignore = (
+            _decode_all(z["ignore_bytes"], z["ignore_offsets"], cv2.IMREAD_GRAYSCALE, workers, "ignore") > 127
+        )
         ignore = ignore.astype(np.uint8)
     return CacheArrays(
         images=images,

@@ -83,7 +83,9 @@ class FolderDataset:
                 split_path = self.root / split_path
             self.stems = read_split(split_path)
         else:
-            self.stems = sorted(p.stem for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.stems = sorted(
+                p.stem for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+            )
         self.name = self.root.name
 
     def __len__(self) -> int:
@@ -147,7 +149,9 @@ class NpyDataset:
             raise DataError(f"{self.images_path}: expected shape (N,H,W,3), got {self.images.shape}")
         masks_shape = self.masks.shape[:3] if self.masks.ndim == 4 else self.masks.shape
         if masks_shape != self.images.shape[:3]:
-            raise DataError(f"{self.masks_path}: mask shape {self.masks.shape} does not match images {self.images.shape}")
+            raise DataError(
+                f"{self.masks_path}: mask shape {self.masks.shape} does not match images {self.images.shape}"
+            )
         self.scale = 255.0 if int(np.max(self.masks[: min(len(self.masks), 16)])) > 1 else 1.0
         self.name = self.images_path.stem
         self.soft = False

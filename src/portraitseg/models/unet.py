@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBNAct, SeparableConv, make_divisible
+from .blocks import SeparableConv, make_divisible
 from .mobilenetv2 import MobileNetV2Encoder
 
 UPSAMPLE_MODES = ("transpose", "bilinear")
