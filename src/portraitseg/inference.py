@@ -1,0 +1,245 @@
+"""High-level inference API: ``Segmenter`` (create once, reuse) and ``load_image``.
+
+```python
+from portraitseg import Segmenter
+
+seg = Segmenter()                                   # bundled model, ONNX Runtime, default post-processing
+alpha = seg.mask("photo.jpg")                       # float32 (H, W) in [0, 1]
+rgba = seg.cutout("photo.jpg")                      # uint8 (H, W, 4), straight alpha
+out = seg.replace_background("photo.jpg", "beach.jpg")   # or (0, 255, 0), "green", "#00ff00", "blur"
+```
+
+Images may be a path (str/Path), a ``PIL.Image`` or a numpy array. Arrays are taken as **RGB**
+(not OpenCV's BGR): uint8 (H, W, 3) as is; (H, W) grayscale; (H, W, 4) RGBA (composited on
+white); uint16 scaled to 8 bits; float in [0, 1] scaled by 255. Files and PIL images go through
+:func:`load_image` (EXIF orientation, grayscale/RGBA/16-bit/CMYK/palette conversion).
+
+A ``Segmenter`` is not thread-safe (it reuses post-processing buffers between calls): use one
+per thread.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+from . import postprocess as pp
+from .data.io import DataError
+from .runtimes import OnnxRuntime, Runtime, TFLiteRuntime, TorchRuntime, output_to_prob
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+ImageInput = Union[str, Path, "Image.Image", np.ndarray]
+BackgroundInput = Union[str, Path, "Image.Image", np.ndarray, tuple[int, int, int]]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
+BACKENDS = ("auto", "onnx", "torch")
+# RGBA inputs are flattened onto this colour: transparent regions of a logo/sticker-style PNG
+# then read as plain background instead of whatever RGB garbage sits under alpha = 0.
+TRANSPARENT_FILL = (255, 255, 255)
+
+
+# --------------------------------------------------------------------------- image loading
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL mode -> RGB uint8 (H, W, 3)."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img) or img
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16-bit (and 32-bit int/float) grayscale: PIL's convert("L") clips at 255 instead of
+        # scaling, which would turn most 16-bit photos white. Scale 0..65535 -> 0..255.
+        arr = np.asarray(img)
+        return _array_to_rgb(arr.astype(np.uint16) if mode != "F" else arr)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        canvas = Image.new("RGBA", img.size, (*TRANSPARENT_FILL, 255))
+        img = Image.alpha_composite(canvas, img)
+    # CMYK, YCbCr, LAB, HSV, L, 1, RGBA (now opaque) -> RGB via PIL's own conversions.
+    return np.ascontiguousarray(np.asarray(img.convert("RGB")), dtype=np.uint8)
+
+
+def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """Numpy image (RGB order) -> RGB uint8 (H, W, 3); see the module docstring for the rules."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.size == 0:
+        raise ValueError(f"expected an image array (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        pass
+    elif arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = np.clip(np.nan_to_num(arr) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.integer):
+        # Wider ints (PIL mode "I" from 16-bit PNGs): values are 16-bit.
+        arr = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+    else:
+        raise ValueError(f"unsupported image dtype {arr.dtype}")
+    if arr.ndim == 2:
+        return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
+    if arr.shape[2] == 4:
+        a = arr[..., 3:4].astype(np.float32) / 255.0
+        fill = np.asarray(TRANSPARENT_FILL, np.float32)
+        arr = (arr[..., :3].astype(np.float32) * a + fill * (1.0 - a) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """A path, PIL image or numpy array -> RGB uint8 (H, W, 3).
+
+    Files: EXIF orientation applied; grayscale, palette, CMYK converted; RGBA/LA composited on
+    white (``TRANSPARENT_FILL``); 16-bit scaled to 8-bit. An unreadable file raises
+    :class:`~portraitseg.data.DataError` whose message starts with the path.
+    """
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image)
+    if isinstance(image, (str, Path)):
+        return _read_file(Path(image))
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image)
+    raise TypeError(f"expected a path, PIL.Image or numpy array; got {type(image).__name__}")
+
+
+def _read_file(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated files fail here, inside the try
+            return _pil_to_rgb(img)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's decoders raise these on bad data
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+
+
+# --------------------------------------------------------------------------- backgrounds
+
+
+def parse_background(background: BackgroundInput) -> pp.Background:
+    """An image (path/PIL/array), RGB tuple, colour name/hex (PIL ``ImageColor``) or ``"blur"``
+    -> what :func:`portraitseg.postprocess.composite` takes."""
+    if isinstance(background, tuple):
+        return background
+    if isinstance(background, np.ndarray) or not isinstance(background, (str, Path)):
+        return load_image(background)
+    text = str(background)
+    if text == "blur":
+        return "blur"
+    if Path(text).is_file():
+        return load_image(text)
+    from PIL import ImageColor
+
+    try:
+        return ImageColor.getrgb(text)[:3]
+    except ValueError:
+        raise ValueError(
+            f"background {text!r} is not an image file, a colour name/#hex or 'blur'"
+        ) from None
+
+
+# --------------------------------------------------------------------------- segmenter
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend == "auto":
+        return "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
+    return backend
+
+
+def open_model(model: str | Path, backend: str = "auto", threads: int | None = None) -> Runtime:
+    """``"default"`` or a .pt/.onnx/.tflite path -> runtime. The file type decides for paths;
+    ``backend`` picks between the bundled ONNX and PyTorch weights for ``"default"``."""
+    backend = resolve_backend(backend)
+    text = str(model)
+    if text == "default":
+        if backend == "onnx":
+            return OnnxRuntime(DEFAULT_ONNX, name="default", threads=threads)
+        return TorchRuntime("default", name="default", threads=threads)
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    if path.suffix == ".onnx":
+        return OnnxRuntime(path, threads=threads)
+    if path.suffix == ".tflite":
+        return TFLiteRuntime(path, threads=threads)
+    if path.suffix in (".pt", ".pth"):
+        return TorchRuntime(path, threads=threads)
+    raise ValueError(f"{path}: model must be 'default' or a .pt/.onnx/.tflite file")
+
+
+@dataclass
+class Prediction:
+    """One image's results: the RGB input and its alpha matte (both owned by the caller)."""
+
+    image: np.ndarray
+    alpha: np.ndarray
+
+
+class Segmenter:
+    """Person segmentation with a model loaded once; see the module docstring.
+
+    ``threads=None`` leaves the backend's default (all cores); ``postprocess=None`` uses
+    :class:`~portraitseg.postprocess.PostprocessConfig`'s defaults.
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "default",
+        backend: str = "auto",
+        postprocess: pp.PostprocessConfig | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.runtime = open_model(model, backend, threads)
+        self.postprocessor = pp.Postprocessor(postprocess)
+
+    @property
+    def config(self) -> pp.PostprocessConfig:
+        return self.postprocessor.cfg
+
+    def lowres_prob(self, image: np.ndarray) -> np.ndarray:
+        """Model probability at the model's resolution for an RGB uint8 image."""
+        raw = self.runtime.infer(self.runtime.preprocess(image))
+        return output_to_prob(raw, self.runtime.output_format, self.runtime.input_size)
+
+    def predict(self, image: ImageInput) -> Prediction:
+        rgb = load_image(image)
+        # Copy: the postprocessor's workspace is overwritten by the next call.
+        alpha = self.postprocessor(self.lowres_prob(rgb), rgb).copy()
+        return Prediction(rgb, alpha)
+
+    def mask(self, image: ImageInput) -> np.ndarray:
+        """Alpha matte float32 (H, W) in [0, 1] at the image's size (post-processed)."""
+        return self.predict(image).alpha
+
+    def cutout(self, image: ImageInput) -> np.ndarray:
+        """RGBA uint8 (H, W, 4): the image with the matte as (straight) alpha."""
+        p = self.predict(image)
+        return pp.cutout(p.image, p.alpha)
+
+    def replace_background(self, image: ImageInput, background: BackgroundInput) -> np.ndarray:
+        """RGB uint8 (H, W, 3): the person over ``background`` (image scaled to cover and
+        centre-cropped, RGB tuple, colour name/#hex, or ``"blur"``)."""
+        p = self.predict(image)
+        return pp.composite(p.image, p.alpha, parse_background(background))
+
+    def __repr__(self) -> str:
+        return f"Segmenter({self.runtime!r}, {self.config})"
