@@ -1,0 +1,158 @@
+"""Mobile-UNet: shapes, parameter counts, width-derived channels, registry, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from portraitseg.models import (
+    DEFAULT_MODEL,
+    MobileUNet,
+    MobileUNetConfig,
+    count_parameters,
+    create_model,
+    list_models,
+    model_config,
+)
+
+# Exact counts of the current architecture: a change to blocks/encoder/decoder must show up
+# here (update the numbers deliberately, and re-train/re-export the bundled weights).
+EXACT_PARAMS = {
+    "mobile-unet-035-bilinear": 291_649,
+    "mobile-unet-050-bilinear": 561_177,
+    "mobile-unet-050-transpose": 621_849,
+    "mobile-unet-075-bilinear": 1_225_225,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _few_threads():
+    # The test machine is shared: keep intra-op threads low so timings stay predictable.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("decoder", ["bilinear", "transpose"])
+@pytest.mark.parametrize("hw", [(64, 64), (96, 128), (224, 224)])
+def test_output_is_one_logit_map_at_input_size(decoder: str, hw: tuple[int, int]) -> None:
+    model = create_model(f"mobile-unet-050-{decoder}").eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, *hw))
+    assert out.shape == (2, 1, *hw)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_train_mode_backward_reaches_every_parameter() -> None:
+    model = create_model(DEFAULT_MODEL, dropout=0.0).train()
+    model(torch.rand(2, 3, 64, 64)).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_default_model_is_under_one_million_parameters() -> None:
+    assert DEFAULT_MODEL == "mobile-unet-050-bilinear"
+    assert count_parameters(create_model(DEFAULT_MODEL)) < 1_000_000
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_PARAMS))
+def test_exact_parameter_counts(name: str) -> None:
+    assert count_parameters(create_model(name)) == EXACT_PARAMS[name]
+
+
+def test_transpose_decoder_has_more_parameters_than_bilinear() -> None:
+    # 2x2 transposed convs carry 4x the weights of the bilinear path's 1x1 convs.
+    bil = count_parameters(create_model("mobile-unet-050-bilinear"))
+    tr = count_parameters(create_model("mobile-unet-050-transpose"))
+    assert tr > bil
+
+
+@pytest.mark.parametrize(
+    ("width", "encoder", "decoder"),
+    [
+        (0.35, (8, 8, 16, 32, 112), (64, 32, 16, 16)),
+        (0.5, (8, 16, 16, 48, 160), (96, 32, 32, 16)),
+        (0.75, (16, 24, 24, 72, 240), (144, 48, 48, 32)),
+        (1.0, (16, 24, 32, 96, 320), (192, 64, 48, 32)),
+    ],
+)
+def test_channels_follow_width(width: float, encoder: tuple, decoder: tuple) -> None:
+    model = MobileUNet(MobileUNetConfig(width=width))
+    assert model.encoder.out_channels == encoder
+    assert model.decoder_channels == decoder
+    assert model.encoder.strides == (2, 4, 8, 16, 32)
+    # The encoder really emits those channel counts.
+    with torch.no_grad():
+        feats = model.eval().encoder(torch.rand(1, 3, 64, 64))
+    assert tuple(f.shape[1] for f in feats) == encoder
+    assert tuple(64 // f.shape[-1] for f in feats) == (2, 4, 8, 16, 32)
+
+
+def test_registry_lists_all_variants() -> None:
+    names = list_models()
+    for w in ("035", "050", "075", "100"):
+        for d in ("bilinear", "transpose"):
+            assert f"mobile-unet-{w}-{d}" in names
+
+
+def test_registry_unknown_name_lists_available() -> None:
+    with pytest.raises(KeyError, match="mobile-unet-999-bilinear.*available: .*mobile-unet-050-bilinear"):
+        create_model("mobile-unet-999-bilinear")
+
+
+def test_registry_unknown_override_field_fails() -> None:
+    with pytest.raises(TypeError):
+        create_model(DEFAULT_MODEL, no_such_field=1)
+
+
+def test_bad_decoder_mode_fails() -> None:
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        create_model(DEFAULT_MODEL, decoder="nearest")
+
+
+def test_overrides_are_applied_and_registry_is_untouched() -> None:
+    model = create_model("mobile-unet-050-bilinear", width=0.75, dropout=0.0, context=False)
+    assert model.config.width == 0.75
+    assert model.config.dropout == 0.0
+    assert not model.config.context
+    assert model.encoder.out_channels[-1] == 240
+    assert not any(isinstance(m, torch.nn.Dropout2d) for m in model.modules())
+    # Overrides make a copy: the registered config keeps its defaults.
+    assert model_config("mobile-unet-050-bilinear").width == 0.5
+    assert model_config("mobile-unet-050-bilinear").dropout == 0.1
+
+
+def test_config_round_trips_through_dict() -> None:
+    cfg = model_config("mobile-unet-075-transpose", input_size=256)
+    assert MobileUNetConfig(**cfg.to_dict()) == cfg
+
+
+def test_torchscript_trace_matches_eager() -> None:
+    # Tracing, not torch.jit.script: forward uses reversed() over a list, which the
+    # TorchScript compiler rejects; every export path (ONNX/TFLite) traces anyway.
+    model = create_model(DEFAULT_MODEL).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x)
+        torch.testing.assert_close(traced(x), model(x))
+        y = torch.rand(1, 3, 96, 128)  # traced graphs keep working at other sizes
+        torch.testing.assert_close(traced(y), model(y))
+
+
+@pytest.mark.parametrize("decoder", ["bilinear", "transpose"])
+def test_onnx_export_runs_and_matches(decoder: str, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    model = create_model(f"mobile-unet-050-{decoder}").eval()
+    x = torch.rand(1, 3, 64, 64)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["image"], output_names=["logits"], dynamo=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert out.shape == (1, 1, 64, 64)
+    assert abs(out - ref).max() < 1e-3
