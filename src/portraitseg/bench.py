@@ -1,0 +1,307 @@
+"""End-to-end latency of the video-frame pipeline, per stage, for our model and the peers.
+
+One 1280x720 frame (by default the bundled astronaut sample, scaled to 720 px high and padded
+to 16:9) goes through: decode (``cv2.imdecode`` of its JPEG bytes) -> preprocess (resize +
+normalise to the model input) -> model call -> post-process (low-res probability -> full-res
+alpha with :class:`~portraitseg.postprocess.Postprocessor`, default config) -> composite
+(blurred background). Each stage is timed on its own (median of ``repeats`` after a warm-up);
+``total`` is the whole chain timed as one call, so it includes what the stages share.
+Every model gets the same decode/pre/post/composite code, so the peers are compared on
+equal terms.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import postprocess as pp
+from .data.io import encode_image
+from .inference import DEFAULT_ONNX, load_image
+from .runtimes import OnnxRuntime, Runtime, TFLiteRuntime, TorchRuntime, open_runtime, output_to_prob
+
+FRAME_SIZE = (720, 1280)  # (height, width)
+SAMPLE = Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
+FORMATS = ("torch", "onnx", "onnx-fp16", "onnx-int8", "tflite")
+REFERENCE_PEER = "mediapipe_selfie_256"
+STAGES = ("decode", "preprocess", "model", "postprocess", "composite")
+COMPOSITE_BACKGROUND = "blur"  # the video-call case; colour/image cost about the same (postprocess.md)
+# Each post-processing option alone, on bilinear upsampling, plus the default config.
+OPTION_CONFIGS: dict[str, pp.PostprocessConfig] = {
+    "bilinear only": pp.PostprocessConfig(guided=False),
+    "guided upsample": pp.PostprocessConfig(guided=True),
+    "keep-largest": pp.PostprocessConfig(guided=False, keep_largest=True),
+    "open 5": pp.PostprocessConfig(guided=False, open_size=5),
+    "close 5": pp.PostprocessConfig(guided=False, close_size=5),
+    "blur 9": pp.PostprocessConfig(guided=False, blur_size=9),
+    "smoothstep 0.3-0.7": pp.PostprocessConfig(guided=False, smoothstep=(0.3, 0.7)),
+    "default config": pp.PostprocessConfig(),
+}
+
+
+@dataclass
+class CaseResult:
+    """Median milliseconds per stage for one model/format/threads."""
+
+    model: str
+    format: str
+    threads: int
+    stage_ms: dict[str, float]
+    total_ms: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.format}/{self.threads}"
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / self.total_ms
+
+    def as_dict(self) -> dict[str, float]:
+        stages = {f"{k}_ms": v for k, v in self.stage_ms.items()}
+        return {**stages, "total_ms": self.total_ms, "fps": self.fps}
+
+
+@dataclass
+class BenchReport:
+    cases: list[CaseResult] = field(default_factory=list)
+    options_ms: dict[int, dict[str, float]] = field(default_factory=dict)  # threads -> option -> ms
+    notes: list[str] = field(default_factory=list)
+    frame: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {c.key: c.as_dict() for c in self.cases}
+        out["_postprocess_options_ms"] = {str(t): v for t, v in self.options_ms.items()}
+        out["_notes"] = self.notes
+        out["_frame"] = self.frame
+        return out
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def make_frame(path: str | Path | None = None, size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
+    """An RGB uint8 frame of ``size``: the image scaled to fit and padded (edge colour) to it."""
+    image = load_image(path or SAMPLE)
+    h, w = size
+    s = min(h / image.shape[0], w / image.shape[1])
+    nh, nw = round(image.shape[0] * s), round(image.shape[1] * s)
+    scaled = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    return cv2.copyMakeBorder(scaled, top, h - nh - top, left, w - nw - left, cv2.BORDER_REPLICATE)
+
+
+def decode(jpeg: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+@contextmanager
+def thread_count(threads: int) -> Iterator[None]:
+    """OpenCV (and torch, if loaded) at ``threads`` for the block; ORT/TFLite get theirs at
+    session creation."""
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(threads)
+    torch = _loaded_torch()
+    torch_prev = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+        if torch and torch_prev:
+            torch.set_num_threads(torch_prev)
+
+
+def _loaded_torch():
+    import sys
+
+    return sys.modules.get("torch")
+
+
+def time_pipeline(runtime: Runtime, jpeg: np.ndarray, repeats: int,
+                  cfg: pp.PostprocessConfig | None = None) -> tuple[dict[str, float], float]:
+    frame = decode(jpeg)
+    post = pp.Postprocessor(cfg)
+    tensor = runtime.preprocess(frame)
+    raw = runtime.infer(tensor)
+
+    def postprocess() -> np.ndarray:
+        return post(output_to_prob(raw, runtime.output_format, runtime.input_size), frame)
+
+    alpha = postprocess().copy()
+    stages = {
+        "decode": median_ms(lambda: decode(jpeg), repeats),
+        "preprocess": median_ms(lambda: runtime.preprocess(frame), repeats),
+        "model": median_ms(lambda: runtime.infer(tensor), repeats),
+        "postprocess": median_ms(postprocess, repeats),
+        "composite": median_ms(lambda: post.composite(frame, alpha, COMPOSITE_BACKGROUND), repeats),
+    }
+
+    def chain() -> np.ndarray:
+        img = decode(jpeg)
+        out = runtime.infer(runtime.preprocess(img))
+        a = post(output_to_prob(out, runtime.output_format, runtime.input_size), img)
+        return post.composite(img, a, COMPOSITE_BACKGROUND)
+
+    return stages, median_ms(chain, repeats)
+
+
+def time_options(runtime: Runtime, frame: np.ndarray, repeats: int) -> dict[str, float]:
+    prob = output_to_prob(runtime.infer(runtime.preprocess(frame)), runtime.output_format, runtime.input_size)
+    out = {}
+    for name, cfg in OPTION_CONFIGS.items():
+        post = pp.Postprocessor(cfg)
+        out[name] = median_ms(lambda p=post: p(prob, frame), repeats)
+    return out
+
+
+# --------------------------------------------------------------------------- model builds
+
+
+@dataclass
+class Builder:
+    """Turns (model spec, format) into runtimes, exporting ONNX/TFLite variants into a temp dir once."""
+
+    workdir: Path
+    calib_data: str | None = None
+    notes: list[str] = field(default_factory=list)
+    _files: dict[tuple[str, str], Path | None] = field(default_factory=dict)
+
+    def unavailable(self, model: str, fmt: str) -> str | None:
+        if fmt == "onnx-int8" and not self.calib_data:
+            return f"{model}/onnx-int8 skipped: int8 needs calibration photos (--calib-data DIR)"
+        if fmt == "tflite" and not importlib.util.find_spec("litert_torch"):
+            return (f"{model}/tflite unavailable: the PyTorch->LiteRT converter (litert-torch, "
+                    "pip install 'portraitseg[tflite-export]') is not installed")
+        return None
+
+    def _export(self, model: str, fmt: str) -> Path:
+        from .checkpoint import load_model
+        from .export import ExportConfig, export_model
+
+        key = (model, fmt)
+        if key not in self._files:
+            base, _, precision = fmt.partition("-")
+            cfg = ExportConfig(format=base, precision=precision or "fp32",
+                               calib_data=self.calib_data if precision == "int8" else None)
+            path = self.workdir / f"{Path(model).stem}-{fmt}{'.tflite' if base == 'tflite' else '.onnx'}"
+            export_model(load_model(model), path, cfg)
+            self._files[key] = path
+        return self._files[key]  # type: ignore[return-value]
+
+    def runtime(self, model: str, fmt: str, threads: int) -> Runtime:
+        if fmt == "torch":
+            return TorchRuntime(model, name=model, threads=threads)
+        if fmt == "onnx" and model == "default":
+            return OnnxRuntime(DEFAULT_ONNX, name="default", threads=threads)  # the shipped file
+        path = self._export(model, fmt)
+        if fmt == "tflite":
+            return TFLiteRuntime(path, name=model, threads=threads)
+        return OnnxRuntime(path, name=model, threads=threads)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_bench(
+    models: list[str],
+    formats: list[str],
+    peers: list[str],
+    threads: list[int],
+    image: str | Path | None = None,
+    repeats: int = 30,
+    calib_data: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    if repeats < 1 or not threads or min(threads) < 1:
+        raise ValueError("--repeats and --threads must be >= 1")
+    frame = make_frame(image)
+    jpeg = np.frombuffer(encode_image(frame, ".jpg", quality=90), np.uint8)
+    report = BenchReport(frame=f"{Path(image or SAMPLE).name} -> {frame.shape[1]}x{frame.shape[0]} JPEG q90")
+    with tempfile.TemporaryDirectory(prefix="portraitseg-bench-") as tmp:
+        builder = Builder(Path(tmp), calib_data)
+        for t in threads:
+            with thread_count(t):
+                for model in models:
+                    for fmt in formats:
+                        note = builder.unavailable(model, fmt)
+                        if note:
+                            if note not in report.notes:
+                                report.notes.append(note)
+                            continue
+                        rt = builder.runtime(model, fmt, t)
+                        report.cases.append(_case(rt, model, fmt, t, jpeg, repeats, progress))
+                        if t not in report.options_ms and fmt in ("onnx", "torch"):
+                            report.options_ms[t] = time_options(rt, frame, repeats)
+                for peer in peers:
+                    rt = open_runtime(peer, threads=t)
+                    fmt = "tflite" if isinstance(rt, TFLiteRuntime) else "onnx"
+                    report.cases.append(_case(rt, peer, fmt, t, jpeg, repeats, progress))
+    return report
+
+
+def _case(rt: Runtime, model: str, fmt: str, threads: int, jpeg: np.ndarray, repeats: int,
+          progress: Callable[[str], None] | None) -> CaseResult:
+    stages, total = time_pipeline(rt, jpeg, repeats)
+    result = CaseResult(model, fmt, threads, stages, total)
+    if progress:
+        progress(f"{result.key}: {total:.1f} ms ({result.fps:.1f} fps)")
+    return result
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _reference(report: BenchReport, threads: int) -> CaseResult | None:
+    return next((c for c in report.cases if c.model == REFERENCE_PEER and c.threads == threads), None)
+
+
+def markdown_table(report: BenchReport) -> str:
+    head = ["model", "format", "threads", *[f"{s} ms" for s in STAGES], "total ms", "fps",
+            f"speed vs {REFERENCE_PEER}"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for c in report.cases:
+        ref = _reference(report, c.threads)
+        ratio = f"{ref.total_ms / c.total_ms:.2f}x" if ref else "-"
+        cells = [c.model, c.format, str(c.threads), *[f"{c.stage_ms[s]:.2f}" for s in STAGES],
+                 f"{c.total_ms:.2f}", f"{c.fps:.1f}", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def options_table(report: BenchReport) -> str:
+    threads = sorted(report.options_ms)
+    if not threads:
+        return ""
+    lines = ["| post-processing | " + " | ".join(f"ms @ {t} thread(s)" for t in threads) + " |",
+             "|---|" + "---:|" * len(threads)]
+    for name in OPTION_CONFIGS:
+        lines.append(f"| {name} | " + " | ".join(f"{report.options_ms[t][name]:.2f}" for t in threads) + " |")
+    return "\n".join(lines)

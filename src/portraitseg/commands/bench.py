@@ -1,0 +1,72 @@
+"""``portraitseg bench``: per-stage latency of the 1280x720 video pipeline, ours vs peers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Time one 1280x720 frame through decode -> preprocess -> model -> post-process (default
+PostprocessConfig) -> composite (blurred background), per stage (median of --repeats), for our
+model in each --formats and for the --peers, at each --threads count, in one run. Also times
+each post-processing option alone. fp16/int8 ONNX and TFLite are exported on the fly into a
+temporary folder; int8 needs --calib-data, TFLite needs litert-torch (both noted if missing).
+The last column is MediaPipe selfie (256)'s total time divided by this row's (>1 = faster).
+"""
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..bench import FORMATS, REFERENCE_PEER
+
+    parser = subparsers.add_parser(
+        "bench",
+        help="per-stage latency of the video pipeline, ours vs peers",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--models", type=_csv, default=["default"], help="'default' and/or .pt checkpoints (comma-separated)")
+    add("--formats", type=_csv, default=["torch", "onnx"], help=f"comma-separated of {','.join(FORMATS)} "
+        "(default: torch,onnx)")
+    add("--peers", type=_csv, default=[REFERENCE_PEER],
+        help=f"peer models, comma-separated; '' for none (default: {REFERENCE_PEER})")
+    add("--threads", type=_ints, default=[1], help="thread counts, comma-separated (default: 1)")
+    add("--image", type=Path,
+        help="frame source, fitted and padded to 1280x720 (default: bundled astronaut.jpg)")
+    add("--repeats", type=int, default=30, help="timed runs per stage (median; default: 30)")
+    add("--json", type=Path, metavar="PATH",
+        help="write {model/format/threads: {stage_ms..., total_ms, fps}}")
+    add("--calib-data", metavar="DIR", help="calibration photos for onnx-int8")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench import markdown_table, options_table, run_bench
+    from ..data.io import write_atomic
+
+    report = run_bench(args.models, args.formats, args.peers, args.threads, args.image, args.repeats,
+                       args.calib_data, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"frame: {report.frame}; median of {args.repeats} runs per stage\n")
+    print(markdown_table(report))
+    if report.options_ms:
+        print()
+        print(options_table(report))
+    for note in report.notes:
+        print(f"note: {note}")
+    if args.json:
+        write_atomic(args.json, (json.dumps(report.to_json(), indent=2) + "\n").encode())
+    return 0
