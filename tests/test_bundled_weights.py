@@ -1,0 +1,56 @@
+"""Regression floors for the bundled default model on the real validation sets, side by side
+with MediaPipe Selfie (256). Floors are the current model's numbers minus a small margin
+(measured: vikram_val 0.900, ccp_person/val 0.945, voc_person/val 0.782 mIoU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from portraitseg.data import open_dataset
+from portraitseg.evaluate import evaluate
+from portraitseg.runtimes import Runtime, open_runtime
+
+FLOORS = {"vikram_val": 0.895, "ccp_person": 0.94, "voc_person": 0.775}
+
+
+@pytest.fixture(scope="module")
+def scores(shared_data: Path, anchors_dir: Path) -> dict[str, dict[str, float]]:
+    """mIoU of ours and MediaPipe on each validation set (computed once for the module)."""
+    runtimes: dict[str, Runtime] = {
+        "ours": open_runtime("default", threads=2),
+        "mediapipe": open_runtime("mediapipe_selfie_256", threads=2, anchors=anchors_dir),
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name in FLOORS:
+        data = shared_data / name
+        out[name] = {
+            who: evaluate(rt, open_dataset(data, "val.txt"), progress=False).summary["miou"]
+            for who, rt in runtimes.items()
+        }
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_bundled_model_meets_floor(scores: dict[str, dict[str, float]], name: str) -> None:
+    assert scores[name]["ours"] >= FLOORS[name], f"{name}: {scores[name]}"
+
+
+def test_mediapipe_scores_are_plausible(scores: dict[str, dict[str, float]]) -> None:
+    # Guards the comparison itself: a broken peer runtime would make "ours > peer" trivial.
+    assert scores["vikram_val"]["mediapipe"] > 0.9
+    assert scores["ccp_person"]["mediapipe"] > 0.9
+
+
+def test_beats_mediapipe_on_ccp_person(scores: dict[str, dict[str, float]]) -> None:
+    assert scores["ccp_person"]["ours"] > scores["ccp_person"]["mediapipe"], scores["ccp_person"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue floor not met yet: bundled model 0.900 vs MediaPipe 0.919 mIoU on vikram_val; "
+    "flips to XPASS (and fails strict) once a better model is bundled -- then drop this mark",
+)
+def test_beats_mediapipe_on_vikram_val(scores: dict[str, dict[str, float]]) -> None:
+    assert scores["vikram_val"]["ours"] > scores["vikram_val"]["mediapipe"], scores["vikram_val"]
