@@ -115,8 +115,9 @@ class TemporalSmoother:
 # --------------------------------------------------------------------------- metrics
 
 
-def static_region(gt_prev: np.ndarray, gt: np.ndarray, frame_prev: np.ndarray, frame: np.ndarray,
-                  threshold: float = 8.0) -> np.ndarray:
+def static_region(
+    gt_prev: np.ndarray, gt: np.ndarray, frame_prev: np.ndarray, frame: np.ndarray, threshold: float = 8.0
+) -> np.ndarray:
     """Pixels where the ground truth did not change and the (grey, blurred) frame changed by
     less than ``threshold`` grey levels: where a perfect segmenter's output is constant."""
     same_gt = (gt_prev > 0.5) == (gt > 0.5)
@@ -130,8 +131,12 @@ def _gray(frame: np.ndarray) -> np.ndarray:
     return g.astype(np.float32, copy=False)
 
 
-def flicker(probs: Sequence[np.ndarray], gts: Sequence[np.ndarray], frames: Sequence[np.ndarray],
-            threshold: float = 8.0) -> float:
+def flicker(
+    probs: Sequence[np.ndarray],
+    gts: Sequence[np.ndarray],
+    frames: Sequence[np.ndarray],
+    threshold: float = 8.0,
+) -> float:
     """Mean |p_t - p_{t-1}| over static pixels (see :func:`static_region`) of consecutive frames.
 
     All maps at the same size (probabilities in [0, 1]); lower is steadier.

@@ -98,8 +98,9 @@ def _shake(cfg: ClipConfig, n: int, rng: np.random.Generator) -> list[tuple[int,
     return out
 
 
-def make_clip(photo: np.ndarray, mask: np.ndarray, background: np.ndarray,
-              cfg: ClipConfig | None = None) -> Clip:
+def make_clip(
+    photo: np.ndarray, mask: np.ndarray, background: np.ndarray, cfg: ClipConfig | None = None
+) -> Clip:
     """Photo (RGB uint8) + its person mask (uint8 0/255 or 0/1, or float) + a background image
     (RGB, any size: scaled to cover) -> a :class:`Clip`."""
     from .postprocess import resize_cover
