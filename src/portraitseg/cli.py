@@ -8,7 +8,9 @@ import sys
 from collections.abc import Sequence
 
 # Each is a module ``portraitseg.commands.<name>`` defining ``add_parser`` (which sets ``func``).
-COMMANDS: tuple[str, ...] = ("train", "eval", "predict", "export", "bench", "prepare", "cache")
+COMMANDS: tuple[str, ...] = (
+    "train", "eval", "predict", "export", "bench", "prepare", "cache", "video", "webcam",
+)
 
 
 class CLIError(Exception):
