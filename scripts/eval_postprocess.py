@@ -20,7 +20,9 @@ from portraitseg.inference import Segmenter
 from portraitseg.metrics import Aggregate, image_metrics
 from portraitseg.postprocess import PostprocessConfig, apply
 
-NONE = PostprocessConfig(guided=False)  # plain bilinear upsampling, nothing else
+# Plain bilinear upsampling, nothing else (every flag explicit: the defaults may change).
+NONE = PostprocessConfig(guided=False, keep_largest=False, open_size=0, close_size=0, blur_size=0,
+                        smoothstep=None)
 VARIANTS: dict[str, PostprocessConfig] = {
     "none (bilinear)": NONE,
     "guided upsample": replace(NONE, guided=True),
@@ -30,7 +32,7 @@ VARIANTS: dict[str, PostprocessConfig] = {
     "open 5": replace(NONE, open_size=5),
     "close 5": replace(NONE, close_size=5),
     "open 5 + close 5": replace(NONE, open_size=5, close_size=5),
-    "guided + keep-largest": replace(NONE, guided=True, keep_largest=True),
+    "guided + keep-largest (default)": replace(NONE, guided=True, keep_largest=True),
     "guided + keep-largest + open/close 5": replace(NONE, guided=True, keep_largest=True, open_size=5,
                                                      close_size=5),
     "all (guided, largest, open/close 5, blur 9, smoothstep)": replace(

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -35,15 +35,18 @@ FORMATS = ("torch", "onnx", "onnx-fp16", "onnx-int8", "tflite")
 REFERENCE_PEER = "mediapipe_selfie_256"
 STAGES = ("decode", "preprocess", "model", "postprocess", "composite")
 COMPOSITE_BACKGROUND = "blur"  # the video-call case; colour/image cost about the same (postprocess.md)
-# Each post-processing option alone, on bilinear upsampling, plus the default config.
+# Each post-processing option alone, on bilinear upsampling, plus the default config. The base
+# names every step explicitly so the rows stay "one option" whatever the defaults become.
+_BASE = pp.PostprocessConfig(guided=False, keep_largest=False, open_size=0, close_size=0, blur_size=0,
+                             smoothstep=None)
 OPTION_CONFIGS: dict[str, pp.PostprocessConfig] = {
-    "bilinear only": pp.PostprocessConfig(guided=False),
-    "guided upsample": pp.PostprocessConfig(guided=True),
-    "keep-largest": pp.PostprocessConfig(guided=False, keep_largest=True),
-    "open 5": pp.PostprocessConfig(guided=False, open_size=5),
-    "close 5": pp.PostprocessConfig(guided=False, close_size=5),
-    "blur 9": pp.PostprocessConfig(guided=False, blur_size=9),
-    "smoothstep 0.3-0.7": pp.PostprocessConfig(guided=False, smoothstep=(0.3, 0.7)),
+    "bilinear only": _BASE,
+    "guided upsample": replace(_BASE, guided=True),
+    "keep-largest": replace(_BASE, keep_largest=True),
+    "open 5": replace(_BASE, open_size=5),
+    "close 5": replace(_BASE, close_size=5),
+    "blur 9": replace(_BASE, blur_size=9),
+    "smoothstep 0.3-0.7": replace(_BASE, smoothstep=(0.3, 0.7)),
     "default config": pp.PostprocessConfig(),
 }
 
