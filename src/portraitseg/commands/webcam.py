@@ -1,0 +1,188 @@
+"""``portraitseg webcam``: live segmentation from a camera, stream URL or video file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .video import add_common_effect_args
+
+DESCRIPTION = """\
+Live background replacement. Capture, model and rendering run in separate threads: every
+captured frame is rendered at once with the newest available mask (rendering never waits for
+the model; the model always takes the newest frame and skips the rest). A mask computed from
+frame i is used for frames i..i+N (N = --max-mask-age); older ones are not used.
+
+With a display: a window (keys: b = next effect, s = smoothing on/off, m = overlay, q/Esc =
+quit). Headless: --output FILE (and --max-frames N); status lines go to stderr.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "webcam",
+        help="live segmentation from a camera, stream or file (window, file or virtual camera)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("source", nargs="?", default="0", help="camera index, stream URL or video file (default: 0)")
+    add_common_effect_args(parser)
+    add("--show-mask", action="store_true", help="show the mask instead of the composite")
+    add("--output", metavar="FILE", type=Path, help="write the rendered frames to FILE (.mp4/.avi); headless")
+    add("--max-frames", type=int, metavar="N", help="stop after N captured frames")
+    add(
+        "--max-mask-age",
+        type=int,
+        default=None,
+        metavar="N",
+        help="frames a mask may be reused (default: 15)",
+    )
+    add("--realtime", action="store_true", help="replay a video file at its own fps, like a camera")
+    add("--overlay", action="store_true", help="draw fps/latency on the output (always on in the window)")
+    add(
+        "--virtual-cam", action="store_true", help="also send frames to a virtual camera (needs pyvirtualcam)"
+    )
+    add(
+        "--json",
+        metavar="PATH",
+        type=Path,
+        help="write the run's stats (fps, mask age, per-stage ms) as JSON",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def has_display() -> bool:
+    """A window can be opened: a display server and an OpenCV build with GUI support."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return False
+    try:
+        cv2.namedWindow("portraitseg")
+        return True
+    except cv2.error:  # opencv-python-headless: no highgui
+        return False
+
+
+def _effects(first):
+    """Effects the 'b' key cycles through, starting with the requested one."""
+    cycle = [first, "blur", (0, 255, 0), "mask", "none"]
+    seen, out = set(), []
+    for e in cycle:
+        key = e if isinstance(e, (str, tuple)) else id(e)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
+class _VirtualCam:
+    def __init__(self, width: int, height: int, fps: float) -> None:
+        try:
+            import pyvirtualcam
+        except ImportError:
+            raise ValueError("--virtual-cam needs pyvirtualcam: pip install pyvirtualcam") from None
+        try:
+            self.cam = pyvirtualcam.Camera(width=width, height=height, fps=fps)
+        except RuntimeError as exc:
+            raise ValueError(f"virtual camera: {exc}") from None
+
+    def send(self, frame: np.ndarray) -> None:
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+        self.cam.send(frame)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..video import (
+        FrameProcessor,
+        LiveConfig,
+        LivePipeline,
+        codec_for,
+        draw_overlay,
+        load_model,
+        open_source,
+        parse_effect,
+    )
+    from .video import _model_config
+
+    mcfg = _model_config(args)
+    window = args.output is None and has_display()
+    if args.output is None and not window and not args.virtual_cam:
+        raise ValueError("no display available: give --output FILE (or --virtual-cam)")
+    if args.output is not None:
+        codec_for(args.output)
+    effect = parse_effect(args.background, args.mask_only or args.show_mask)
+    cap = open_source(args.source)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    fps = fps if 1 <= fps <= 240 else 30.0
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    is_file = not str(args.source).isdigit() and "://" not in str(args.source)
+    cfg = LiveConfig(max_frames=args.max_frames, pace_fps=fps if (is_file and args.realtime) else None)
+    if args.max_mask_age is not None:
+        if args.max_mask_age < 0:
+            raise ValueError("--max-mask-age must be >= 0")
+        cfg.max_mask_age = args.max_mask_age
+    proc = FrameProcessor(load_model(mcfg), mcfg)
+    pipe = LivePipeline(cap, proc, effect, cfg)
+    vcam = _VirtualCam(width, height, fps) if args.virtual_cam else None
+    writer = None
+    if args.output is not None:
+        writer = cv2.VideoWriter(
+            str(args.output), cv2.VideoWriter_fourcc(*codec_for(args.output)), fps, (width, height)
+        )
+        if not writer.isOpened():
+            raise ValueError(f"{args.output}: OpenCV cannot write this video")
+    effects, state = _effects(effect), {"i": 0, "overlay": True}
+
+    def sink(out: np.ndarray, info) -> bool:
+        shown = (
+            draw_overlay(out, pipe.status_line()) if (window and state["overlay"]) or args.overlay else out
+        )
+        if writer is not None:
+            code = cv2.COLOR_GRAY2BGR if shown.ndim == 2 else cv2.COLOR_RGB2BGR
+            writer.write(cv2.cvtColor(shown, code))
+        if vcam is not None:
+            vcam.send(shown)
+        if not window:
+            return True
+        cv2.imshow("portraitseg", shown if shown.ndim == 2 else cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        if key == ord("b"):
+            state["i"] = (state["i"] + 1) % len(effects)
+            pipe.effect = effects[state["i"]]
+        elif key == ord("s"):
+            proc.set_smoothing(not proc.smoothing)
+        elif key == ord("m"):
+            state["overlay"] = not state["overlay"]
+        return True
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    try:
+        stats = pipe.run(sink, log=None if window else log)
+    except KeyboardInterrupt:
+        stats = pipe._finish()
+    finally:
+        if writer is not None:
+            writer.release()
+        if window:
+            cv2.destroyAllWindows()
+    report = stats.to_dict()
+    report["max_mask_age_limit"] = cfg.max_mask_age
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(pipe.status_line(), file=sys.stderr)
+    return 0
