@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each is a module ``portraitseg.commands.<name>`` defining ``add_parser`` (which sets ``func``).
 COMMANDS: tuple[str, ...] = (
-    "train", "eval", "predict", "export", "bench", "prepare", "cache", "video", "webcam",
+    "train", "eval", "predict", "export", "bench", "prepare", "cache", "serve", "video", "webcam",
 )
 
 
