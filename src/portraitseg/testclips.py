@@ -197,3 +197,24 @@ def synthetic_background(height: int = 720, width: int = 1280, seed: int = 1) ->
         x = int(rng.integers(0, width))
         cv2.line(base, (x, 0), (x, height), tuple(float(v) for v in rng.integers(40, 220, 3)), 3)
     return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def clip_from_dataset(
+    data_root: str | Path, index: int = 0, cfg: ClipConfig | None = None, dataset: str = "vikram_val"
+) -> Clip:
+    """A clip from the ``index``-th photo+mask of ``data_root/dataset`` (images/*.jpg,
+    masks/*.png) over the ``index``-th texture of ``data_root/backgrounds/textures``."""
+    from .inference import load_image
+
+    root = Path(data_root)
+    images = sorted((root / dataset / "images").glob("*.jpg"))
+    textures = sorted((root / "backgrounds" / "textures").glob("*.jpg"))
+    if not images or not textures:
+        raise FileNotFoundError(f"{root}: need {dataset}/images/*.jpg and backgrounds/textures/*.jpg")
+    image = images[index % len(images)]
+    mask = cv2.imread(str(root / dataset / "masks" / f"{image.stem}.png"), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise FileNotFoundError(f"{image}: no mask in {root / dataset / 'masks'}")
+    background = load_image(textures[(7 * index) % len(textures)])
+    cfg = cfg or ClipConfig(seed=index)
+    return make_clip(load_image(image), mask, background, cfg)
