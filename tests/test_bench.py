@@ -19,8 +19,9 @@ def test_bench_json(tmp_path: Path, capsys) -> None:
     assert "onnx-int8 skipped" in text  # no --calib-data: noted, not faked
     data = json.loads(out.read_text())
     row = data["default/onnx/1"]
-    assert set(row) == {f"{s}_ms" for s in STAGES} | {"total_ms", "fps"}
+    assert set(row) == {f"{s}_ms" for s in STAGES} | {"total_ms", "total_min_ms", "fps"}
     assert all(v > 0 for v in row.values())
     assert abs(row["fps"] - 1000.0 / row["total_ms"]) < 1e-6
+    assert row["total_min_ms"] <= row["total_ms"]
     assert "default/onnx-int8/1" not in data
     assert set(data["_postprocess_options_ms"]["1"]) >= {"guided upsample", "default config"}

@@ -13,7 +13,9 @@ PostprocessConfig) -> composite (blurred background), per stage (median of --rep
 model in each --formats and for the --peers, at each --threads count, in one run. Also times
 each post-processing option alone. fp16/int8 ONNX and TFLite are exported on the fly into a
 temporary folder; int8 needs --calib-data, TFLite needs litert-torch (both noted if missing).
-The last column is MediaPipe selfie (256)'s total time divided by this row's (>1 = faster).
+"speed vs mediapipe_selfie_256" is MediaPipe selfie (256)'s total time divided by this row's
+(>1 = faster); the "(min)" columns use each case's fastest chain run, the estimate least
+disturbed by other processes on a shared machine.
 """
 
 
@@ -39,16 +41,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add = parser.add_argument
     add("--models", type=_csv, default=["default"], help="'default' and/or .pt checkpoints (comma-separated)")
-    add("--formats", type=_csv, default=["torch", "onnx"], help=f"comma-separated of {','.join(FORMATS)} "
-        "(default: torch,onnx)")
-    add("--peers", type=_csv, default=[REFERENCE_PEER],
-        help=f"peer models, comma-separated; '' for none (default: {REFERENCE_PEER})")
+    add(
+        "--formats",
+        type=_csv,
+        default=["torch", "onnx"],
+        help=f"comma-separated of {','.join(FORMATS)} (default: torch,onnx)",
+    )
+    add(
+        "--peers",
+        type=_csv,
+        default=[REFERENCE_PEER],
+        help=f"peer models, comma-separated; '' for none (default: {REFERENCE_PEER})",
+    )
     add("--threads", type=_ints, default=[1], help="thread counts, comma-separated (default: 1)")
-    add("--image", type=Path,
-        help="frame source, fitted and padded to 1280x720 (default: bundled astronaut.jpg)")
+    add(
+        "--image",
+        type=Path,
+        help="frame source, fitted and padded to 1280x720 (default: bundled astronaut.jpg)",
+    )
     add("--repeats", type=int, default=30, help="timed runs per stage (median; default: 30)")
-    add("--json", type=Path, metavar="PATH",
-        help="write {model/format/threads: {stage_ms..., total_ms, fps}}")
+    add(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleave the cases in this many passes, so all see the same machine load (default: 5)",
+    )
+    add(
+        "--json", type=Path, metavar="PATH", help="write {model/format/threads: {stage_ms..., total_ms, fps}}"
+    )
     add("--calib-data", metavar="DIR", help="calibration photos for onnx-int8")
     parser.set_defaults(func=run)
     return parser
@@ -58,8 +78,17 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import markdown_table, options_table, run_bench
     from ..data.io import write_atomic
 
-    report = run_bench(args.models, args.formats, args.peers, args.threads, args.image, args.repeats,
-                       args.calib_data, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    report = run_bench(
+        args.models,
+        args.formats,
+        args.peers,
+        args.threads,
+        args.image,
+        args.repeats,
+        args.calib_data,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        rounds=args.rounds,
+    )
     print(f"frame: {report.frame}; median of {args.repeats} runs per stage\n")
     print(markdown_table(report))
     if report.options_ms:
