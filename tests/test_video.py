@@ -57,7 +57,9 @@ def _quiet(**kw) -> VideoConfig:
 
 def test_file_to_file_keeps_count_size_fps_and_writes_alpha(synth_avi: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
-    res = process_file(synth_avi, out, _quiet(effect=(0, 255, 0), alpha_dir=tmp_path / "a"), model=_lowres_fake)
+    res = process_file(
+        synth_avi, out, _quiet(effect=(0, 255, 0), alpha_dir=tmp_path / "a"), model=_lowres_fake
+    )
     frames, fps = read_video(out)
     assert (res.frames, len(frames)) == (26, 26)
     assert frames[0].shape == (180, 320, 3) and fps == pytest.approx(25.0)

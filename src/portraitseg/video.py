@@ -520,6 +520,9 @@ class LiveConfig:
     render_queue: int = 8  # captured frames waiting for rendering; beyond it the oldest is dropped
     max_frames: int | None = None
     pace_fps: float | None = None  # replay a file at this rate, like a camera (None: as fast as read)
+    # A camera cannot wait, so when rendering falls behind the oldest frame is dropped; a file
+    # read as fast as possible can, so capture blocks instead (no frame lost).
+    drop_when_behind: bool = True
     log_every_s: float = 2.0
 
 
@@ -605,6 +608,11 @@ class LivePipeline:
                 self.proc.times.add("capture", time.perf_counter() - t0)
                 item = (idx, rgb, time.perf_counter())
                 self._slot.put((idx, rgb))
+                if not self.cfg.drop_when_behind:
+                    self._put_blocking(item)
+                    idx += 1
+                    self.stats.captured = idx
+                    continue
                 try:
                     self._frames.put_nowait(item)
                 except queue.Full:  # renderer behind: drop the oldest, like a camera driver
@@ -624,6 +632,14 @@ class LivePipeline:
         finally:
             self._capture_end = time.perf_counter()
             self._frames.put(_SENTINEL)
+
+    def _put_blocking(self, item: tuple) -> None:
+        while not self._stop.is_set():
+            try:
+                self._frames.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
 
     def _model(self) -> None:
         try:

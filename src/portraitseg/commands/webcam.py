@@ -44,7 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="N",
         help="frames a mask may be reused (default: 15)",
     )
-    add("--realtime", action="store_true", help="replay a video file at its own fps, like a camera")
+    add(
+        "--fast",
+        action="store_true",
+        help="read a video file as fast as possible (default: at its own fps, like a camera)",
+    )
     add("--overlay", action="store_true", help="draw fps/latency on the output (always on in the window)")
     add(
         "--virtual-cam", action="store_true", help="also send frames to a virtual camera (needs pyvirtualcam)"
@@ -126,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
     fps = fps if 1 <= fps <= 240 else 30.0
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     is_file = not str(args.source).isdigit() and "://" not in str(args.source)
-    cfg = LiveConfig(max_frames=args.max_frames, pace_fps=fps if (is_file and args.realtime) else None)
+    cfg = LiveConfig(
+        max_frames=args.max_frames,
+        pace_fps=fps if (is_file and not args.fast) else None,
+        drop_when_behind=not (is_file and args.fast),
+    )
     if args.max_mask_age is not None:
         if args.max_mask_age < 0:
             raise ValueError("--max-mask-age must be >= 0")
