@@ -56,6 +56,8 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 HEX_COLOUR = re.compile(r"^#?([0-9a-fA-F]{6})$")
 PNG_LEVEL = 1  # masks compress well already; level 1 is ~3x faster than the default 3
 JPEG_QUALITY = 90
+ISOLATION_HEADERS = [(b"cross-origin-opener-policy", b"same-origin"),
+                     (b"cross-origin-embedder-policy", b"require-corp")]
 
 
 class Output(str, Enum):
@@ -284,7 +286,7 @@ class GuardMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != SEGMENT_PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, self._isolating(send) if scope["type"] == "http" else send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         ctype = headers.get("content-type", "")
@@ -305,6 +307,18 @@ class GuardMiddleware:
             await self._guarded(scope, receive, send, limit)
         finally:
             self.limiter.release()
+
+    @staticmethod
+    def _isolating(send: Send) -> Send:
+        """Adds COOP/COEP so the web app is cross-origin isolated: onnxruntime-web needs
+        SharedArrayBuffer for multi-threaded WASM (everything is same-origin, so nothing breaks)."""
+
+        async def wrapped(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                msg = {**msg, "headers": [*msg.get("headers", []), *ISOLATION_HEADERS]}
+            await send(msg)
+
+        return wrapped
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         state = {"received": 0, "too_large": False, "replaced": False}

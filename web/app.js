@@ -1,0 +1,344 @@
+// portraitseg web app: the bundled ONNX model in the browser (onnxruntime-web, WebGPU when an
+// adapter exists, else WASM), background replacement on a canvas, EMA temporal smoothing.
+// No framework: one module, state in `state` (also exposed as window.__ps for the browser test).
+import * as ort from "./vendor/ort.min.mjs";
+
+const SIZE = 224; // model input (square, stretched: the same preprocessing as the Python runtime)
+const MODEL_URL = "/model.onnx";
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  ready: false, error: null, backend: "", live: false, frames: 0, fps: 0, inferences: 0, modelFps: 0,
+  ms: { pre: 0, infer: 0, render: 0, total: 0 }, // last frame, per stage
+  avgMs: { pre: 0, infer: 0, render: 0, total: 0 }, // exponential average for the readout
+  mask: new Float32Array(SIZE * SIZE), prev: null, ema: 0.5,
+  source: null, bgImage: null, photo: null,
+  snapshot, // test hook: aligned 224x224 mask + downscaled output pixels
+};
+window.__ps = state;
+
+// Working canvases: model input, mask (alpha channel), person layer.
+const inputCanvas = makeCanvas(SIZE, SIZE);
+const inputCtx = inputCanvas.getContext("2d", { willReadFrequently: true });
+const maskCanvas = makeCanvas(SIZE, SIZE);
+const maskCtx = maskCanvas.getContext("2d");
+const maskImage = maskCtx.createImageData(SIZE, SIZE);
+const personCanvas = makeCanvas(1, 1);
+const personCtx = personCanvas.getContext("2d");
+const output = $("output");
+const outCtx = output.getContext("2d", { willReadFrequently: true });
+const inputTensorData = new Float32Array(3 * SIZE * SIZE);
+let session = null;
+let fpsWindow = [];
+let modelWindow = [];
+
+function makeCanvas(w, h) {
+  const c = document.createElement("canvas");
+  c.width = w;
+  c.height = h;
+  return c;
+}
+
+function setStatus(text) {
+  $("status").textContent = text;
+}
+
+async function pickProviders() {
+  if (params.get("backend") === "wasm") return ["wasm"];
+  // navigator.gpu can exist without a usable adapter (e.g. --disable-gpu): ask first.
+  try {
+    if (navigator.gpu && (await navigator.gpu.requestAdapter())) return ["webgpu", "wasm"];
+  } catch (_) { /* no WebGPU */ }
+  return ["wasm"];
+}
+
+async function loadModel() {
+  ort.env.wasm.wasmPaths = new URL("vendor/", location.href).href;
+  // Threads need SharedArrayBuffer, i.e. a cross-origin-isolated page (the server sends COOP/COEP).
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  // ORT can run WASM inference in a proxy worker (?proxy=1) so drawing never waits on it.
+  ort.env.wasm.proxy = params.get("proxy") === "1"; // measured: proxy made inference ~10x slower here
+  const providers = await pickProviders();
+  session = await ort.InferenceSession.create(MODEL_URL, { executionProviders: providers, graphOptimizationLevel: "all" });
+  state.backend = providers[0] + (providers[0] === "wasm" ? ` x${ort.env.wasm.numThreads}` : "");
+  state.ready = true;
+  setStatus(`model ready (${state.backend})`);
+  $("camera").disabled = false;
+}
+
+// ---------------------------------------------------------------- pipeline stages
+
+function preprocess(source) {
+  inputCtx.drawImage(source, 0, 0, SIZE, SIZE);
+  const px = inputCtx.getImageData(0, 0, SIZE, SIZE).data;
+  const plane = SIZE * SIZE;
+  for (let i = 0, j = 0; i < plane; i++, j += 4) {
+    inputTensorData[i] = px[j] / 255;
+    inputTensorData[i + plane] = px[j + 1] / 255;
+    inputTensorData[i + 2 * plane] = px[j + 2] / 255;
+  }
+  return new ort.Tensor("float32", inputTensorData, [1, 3, SIZE, SIZE]);
+}
+
+async function infer(tensor, smooth) {
+  const out = await session.run({ [session.inputNames[0]]: tensor });
+  const logits = out[session.outputNames[0]].data;
+  // EMA over frames hides single-frame flicker at the cost of a little lag on fast motion.
+  const keep = smooth && state.prev ? state.ema : 0;
+  const mask = state.mask;
+  for (let i = 0; i < mask.length; i++) {
+    const p = 1 / (1 + Math.exp(-logits[i]));
+    mask[i] = keep ? keep * state.prev[i] + (1 - keep) * p : p;
+  }
+  state.prev = smooth ? (state.prev || new Float32Array(mask.length)) : null;
+  if (state.prev) state.prev.set(mask);
+}
+
+function updateMaskCanvas() {
+  const d = maskImage.data;
+  const mask = state.mask;
+  for (let i = 0, j = 3; i < mask.length; i++, j += 4) d[j] = mask[i] * 255;
+  maskCtx.putImageData(maskImage, 0, 0);
+}
+
+function drawCover(ctx, img, w, h) {
+  const s = Math.max(w / img.width, h / img.height);
+  const dw = img.width * s, dh = img.height * s;
+  ctx.drawImage(img, (w - dw) / 2, (h - dh) / 2, dw, dh);
+}
+
+function drawBackground(ctx, source, w, h) {
+  const mode = $("bg").value;
+  if (mode === "color") {
+    ctx.fillStyle = $("color").value;
+    ctx.fillRect(0, 0, w, h);
+  } else if (mode === "image" && state.bgImage) {
+    drawCover(ctx, state.bgImage, w, h);
+  } else {
+    ctx.filter = `blur(${Math.max(4, Math.round(w / 40))}px)`;
+    ctx.drawImage(source, 0, 0, w, h);
+    ctx.filter = "none";
+  }
+}
+
+function render(source, w, h) {
+  if (output.width !== w || output.height !== h) {
+    output.width = w;
+    output.height = h;
+  }
+  if (personCanvas.width !== w || personCanvas.height !== h) {
+    personCanvas.width = w;
+    personCanvas.height = h;
+  }
+  updateMaskCanvas();
+  drawBackground(outCtx, source, w, h);
+  // Person layer: the frame, keeping only where the (bilinearly upscaled) mask is opaque.
+  personCtx.globalCompositeOperation = "copy";
+  personCtx.drawImage(source, 0, 0, w, h);
+  personCtx.globalCompositeOperation = "destination-in";
+  personCtx.imageSmoothingEnabled = true;
+  personCtx.drawImage(maskCanvas, 0, 0, w, h);
+  personCtx.globalCompositeOperation = "source-over";
+  outCtx.drawImage(personCanvas, 0, 0);
+}
+
+function sourceSize(source) {
+  return source instanceof HTMLVideoElement
+    ? [source.videoWidth, source.videoHeight]
+    : [source.naturalWidth, source.naturalHeight];
+}
+
+function stamp(win, t) {
+  win.push(t);
+  while (win.length && t - win[0] > 1000) win.shift();
+  return win.length > 1 ? (1000 * (win.length - 1)) / (t - win[0]) : 0;
+}
+
+function average(k, v, first) {
+  state.avgMs[k] = first ? v : 0.9 * state.avgMs[k] + 0.1 * v;
+}
+
+// Model stage: frame -> mask. In live mode it runs in its own loop, decoupled from drawing.
+async function inferFrame(source, smooth) {
+  const [w, h] = sourceSize(source);
+  if (!w || !h) return false;
+  const t0 = performance.now();
+  const tensor = preprocess(source);
+  const t1 = performance.now();
+  await infer(tensor, smooth);
+  updateMaskCanvas();
+  const t2 = performance.now();
+  state.ms.pre = t1 - t0;
+  state.ms.infer = t2 - t1;
+  average("pre", state.ms.pre, !state.inferences);
+  average("infer", state.ms.infer, !state.inferences);
+  state.inferences++;
+  state.modelFps = stamp(modelWindow, t2);
+  return true;
+}
+
+// Draw stage: the current frame over the background with the latest mask.
+function renderFrame(source) {
+  const [w, h] = sourceSize(source);
+  if (!w || !h || !state.inferences) return false;
+  const t0 = performance.now();
+  render(source, w, h);
+  const t1 = performance.now();
+  state.ms.render = t1 - t0;
+  state.ms.total = state.ms.pre + state.ms.infer + state.ms.render;
+  average("render", state.ms.render, !state.frames);
+  average("total", state.ms.total, !state.frames);
+  state.frames++;
+  state.fps = stamp(fpsWindow, t1);
+  showStats();
+  return true;
+}
+
+function showStats() {
+  const a = state.avgMs;
+  $("stats").textContent =
+    `${state.backend}  ${state.live ? `${state.fps.toFixed(1)} fps (model ${state.modelFps.toFixed(1)}/s)` : "photo"}\n` +
+    `pre ${a.pre.toFixed(1)} ms  infer ${a.infer.toFixed(1)} ms  render ${a.render.toFixed(1)} ms\n` +
+    `total ${a.total.toFixed(1)} ms/frame`;
+}
+
+// ---------------------------------------------------------------- camera / photo
+
+async function startCamera() {
+  const video = $("video");
+  const stream = await navigator.mediaDevices.getUserMedia({
+    video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: "user" }, audio: false,
+  });
+  video.srcObject = stream;
+  await video.play();
+  state.source = video;
+  state.photo = null;
+  state.prev = null;
+  state.live = true;
+  fpsWindow = [];
+  modelWindow = [];
+  $("camera").textContent = "Stop camera";
+  $("download").disabled = true;
+  setStatus(`camera ${video.videoWidth}x${video.videoHeight} (${state.backend})`);
+  loop();
+}
+
+function stopCamera() {
+  state.live = false;
+  const video = $("video");
+  for (const t of video.srcObject?.getTracks() || []) t.stop();
+  video.srcObject = null;
+  $("camera").textContent = "Start camera";
+}
+
+function loop() {
+  // Two loops: the model updates the mask as fast as it can (one inference in flight, so a
+  // slow device drops frames rather than queueing them), while every animation frame draws the
+  // newest camera frame with the latest mask. With the WASM proxy worker, inference does not
+  // block drawing; the mask then lags the frame by at most one inference.
+  const inferLoop = async () => {
+    while (state.live) {
+      try {
+        await inferFrame(state.source, true);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 0));
+    }
+  };
+  const drawLoop = () => {
+    if (!state.live) return;
+    renderFrame(state.source);
+    requestAnimationFrame(drawLoop);
+  };
+  inferLoop();
+  requestAnimationFrame(drawLoop);
+}
+
+async function loadImageFile(file) {
+  const img = new Image();
+  img.src = URL.createObjectURL(file);
+  await img.decode();
+  return img;
+}
+
+async function usePhoto(file) {
+  if (state.live) stopCamera();
+  const img = await loadImageFile(file);
+  state.source = img;
+  state.photo = img;
+  state.prev = null; // a still photo: no temporal smoothing
+  await inferFrame(img, false);
+  renderFrame(img);
+  $("download").disabled = false;
+  setStatus(`photo ${img.naturalWidth}x${img.naturalHeight} (${state.backend})`);
+}
+
+async function redrawPhoto() {
+  if (!state.live && state.photo) renderFrame(state.photo);
+}
+
+function downloadCutout() {
+  const img = state.photo;
+  if (!img) return;
+  const c = makeCanvas(img.naturalWidth, img.naturalHeight);
+  const ctx = c.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  ctx.globalCompositeOperation = "destination-in";
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(maskCanvas, 0, 0, c.width, c.height);
+  c.toBlob((blob) => {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "cutout.png";
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }, "image/png");
+}
+
+function snapshot() {
+  const c = makeCanvas(SIZE, SIZE);
+  const ctx = c.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(output, 0, 0, SIZE, SIZE);
+  return { mask: Array.from(state.mask), pixels: Array.from(ctx.getImageData(0, 0, SIZE, SIZE).data) };
+}
+
+function fail(err) {
+  state.error = String(err && err.message ? err.message : err);
+  setStatus(`error: ${state.error}`);
+  console.error(err);
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  $("camera").addEventListener("click", () => (state.live ? stopCamera() : startCamera().catch(fail)));
+  $("photo").addEventListener("change", (e) => e.target.files[0] && usePhoto(e.target.files[0]).catch(fail));
+  $("download").addEventListener("click", downloadCutout);
+  $("bgimage").addEventListener("change", async (e) => {
+    if (!e.target.files[0]) return;
+    state.bgImage = await loadImageFile(e.target.files[0]);
+    $("bg").value = "image";
+    redrawPhoto().catch(fail);
+  });
+  for (const id of ["bg", "color"]) $(id).addEventListener("input", () => redrawPhoto().catch(fail));
+  $("ema").addEventListener("input", (e) => {
+    state.ema = Number(e.target.value);
+    $("emaValue").textContent = e.target.value;
+  });
+  // URL parameters (used by the browser test, handy for demos): ?bg=color&color=00ff00&ema=0.5&autostart=1
+  if (params.get("bg")) $("bg").value = params.get("bg");
+  if (params.get("color")) $("color").value = "#" + params.get("color").replace(/^#/, "");
+  if (params.get("ema")) {
+    state.ema = Number(params.get("ema"));
+    $("ema").value = params.get("ema");
+    $("emaValue").textContent = params.get("ema");
+  }
+}
+
+wire();
+loadModel()
+  .then(() => (params.get("autostart") === "1" ? startCamera() : null))
+  .catch(fail);
