@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         model=_model_config(args), alpha_dir=args.alpha, copy_audio=not args.no_audio, progress=not args.quiet
     )
     if args.bench:
-        ext = Path(args.output).suffix if args.output else ".mp4"
+        named = args.output or args.input  # `video --bench OUT.avi` picks the codec by extension
+        ext = Path(named).suffix if named else ".mp4"
         with tempfile.TemporaryDirectory(prefix="portraitseg-bench-") as tmp:
             report = run_bench(Path(tmp), ext, args.bench_frames, cfg)
         _emit(report, args.json)
