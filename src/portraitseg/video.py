@@ -265,6 +265,7 @@ class VideoConfig:
     alpha_dir: Path | None = None  # also write RGBA PNGs (frame_000000.png, ...)
     copy_audio: bool = True
     queue_size: int = 8  # frames buffered between stages (bounds memory at ~3 MB a 720p frame)
+    render_thread: bool = True  # post-process + composite in their own thread (overlaps the model)
     progress: bool = True
 
 
@@ -411,8 +412,14 @@ def process_file(
     decoded: queue.Queue = queue.Queue(cfg.queue_size)
     encoded: queue.Queue = queue.Queue(cfg.queue_size)
     stop, written = threading.Event(), [0]
+    rendering: queue.Queue = queue.Queue(cfg.queue_size)
     dec = threading.Thread(target=_decode, args=(cap, first, decoded, stop, times), daemon=True)
     enc = threading.Thread(target=_encode, args=(writer, cfg.alpha_dir, encoded, times, written), daemon=True)
+    errors: list[BaseException] = []
+    ren = None
+    if cfg.render_thread:
+        ren = threading.Thread(target=_render, args=(proc, cfg, rendering, encoded, errors), daemon=True)
+        ren.start()
     interrupted, n = False, 0
     from tqdm import tqdm
 
@@ -427,11 +434,11 @@ def process_file(
                 break
             if on_frame is not None:
                 on_frame(n, frame)
-            alpha = proc.alpha(proc.lowres(frame), frame)
-            out = proc.render(frame, alpha, cfg.effect)
-            # The workspace buffers are reused next frame: hand the encoder copies.
-            rgba = pp.cutout(frame, alpha) if cfg.alpha_dir is not None else None
-            encoded.put((out.copy(), rgba))
+            prob = proc.lowres(frame)
+            if ren is None:
+                encoded.put(_render_item(proc, frame, prob, cfg))
+            else:
+                rendering.put((frame, prob))
             n += 1
             bar.update(1)
     except KeyboardInterrupt:
@@ -443,14 +450,49 @@ def process_file(
                 decoded.get(timeout=0.05)
             except queue.Empty:
                 pass
-        encoded.put(_SENTINEL)
+        if ren is not None:
+            rendering.put(_SENTINEL)  # the render thread forwards it to the encoder
+            ren.join()
+        else:
+            encoded.put(_SENTINEL)
         enc.join()
         writer.release()
         cap.release()
         bar.close()
     wall = time.perf_counter() - t_start
+    if errors:
+        tmp.unlink(missing_ok=True)
+        raise errors[0]
     audio = _finalise(src, tmp, dst, cfg.copy_audio and not interrupted)
     return VideoResult(written[0], fps, (w, h), codec, wall, interrupted, audio, times.ms())
+
+
+def _render_item(
+    proc: FrameProcessor, frame: np.ndarray, prob: np.ndarray, cfg: VideoConfig
+) -> tuple[np.ndarray, np.ndarray | None]:
+    alpha = proc.alpha(prob, frame)
+    out = proc.render(frame, alpha, cfg.effect)
+    # The workspace buffers are reused next frame: hand the encoder copies.
+    rgba = pp.cutout(frame, alpha) if cfg.alpha_dir is not None else None
+    return out.copy(), rgba
+
+
+def _render(
+    proc: FrameProcessor, cfg: VideoConfig, inp: queue.Queue, out: queue.Queue, errors: list[BaseException]
+) -> None:
+    """Post-processing + compositing of frame t while the main thread runs the model on t+1
+    (one thread: frame order is kept). After an error it keeps draining so nothing blocks."""
+    while True:
+        item = inp.get()
+        if item is _SENTINEL:
+            out.put(_SENTINEL)
+            return
+        if errors:
+            continue
+        try:
+            out.put(_render_item(proc, *item, cfg))
+        except BaseException as exc:
+            errors.append(exc)
 
 
 def _finalise(src: Path, tmp: Path, dst: Path, with_audio: bool) -> str:
