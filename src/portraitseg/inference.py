@@ -29,7 +29,7 @@ import numpy as np
 
 from . import postprocess as pp
 from .data.io import DataError
-from .runtimes import OnnxRuntime, Runtime, TFLiteRuntime, TorchRuntime, output_to_prob
+from .runtimes import OnnxRuntime, Runtime, TorchRuntime, open_runtime, output_to_prob
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -166,24 +166,18 @@ def resolve_backend(backend: str) -> str:
 
 
 def open_model(model: str | Path, backend: str = "auto", threads: int | None = None) -> Runtime:
-    """``"default"`` or a .pt/.onnx/.tflite path -> runtime. The file type decides for paths;
-    ``backend`` picks between the bundled ONNX and PyTorch weights for ``"default"``."""
+    """``"default"``, a .pt/.onnx/.tflite path or a peer name -> runtime.
+
+    ``backend`` picks between the bundled ONNX and PyTorch weights for ``"default"``; for a
+    file the suffix decides. Peer files/names (e.g. ``mediapipe_selfie_256``) get their own
+    pre/post-processing through :func:`~portraitseg.runtimes.open_runtime`.
+    """
     backend = resolve_backend(backend)
-    text = str(model)
-    if text == "default":
+    if str(model) == "default":
         if backend == "onnx":
             return OnnxRuntime(DEFAULT_ONNX, name="default", threads=threads)
         return TorchRuntime("default", name="default", threads=threads)
-    path = Path(text)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
-    if path.suffix == ".onnx":
-        return OnnxRuntime(path, threads=threads)
-    if path.suffix == ".tflite":
-        return TFLiteRuntime(path, threads=threads)
-    if path.suffix in (".pt", ".pth"):
-        return TorchRuntime(path, threads=threads)
-    raise ValueError(f"{path}: model must be 'default' or a .pt/.onnx/.tflite file")
+    return open_runtime(model, threads=threads)
 
 
 @dataclass

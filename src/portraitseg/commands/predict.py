@@ -179,7 +179,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="composite background: image file, colour name/#hex, or blur (default: blur)")
     add("--composite-format", choices=("jpg", "png"), default="jpg",
         help="composite file type (default: jpg)")
-    add("--model", default="default", help="'default' or a .pt/.onnx/.tflite file (default: default)")
+    add("--model", default="default",
+        help="'default', a .pt/.onnx/.tflite file or a peer model name (default: default)")
     add("--backend", choices=("auto", "onnx", "torch"), default="auto",
         help="for --model default: ONNX Runtime or PyTorch (default: auto = onnx if installed)")
     add("--threads", type=int, default=None, help="inference threads (default: backend default)")
