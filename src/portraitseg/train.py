@@ -365,6 +365,11 @@ class Trainer:
 
     def _fit_epochs_to_budget(self, epoch_s: float, remaining_s: float) -> None:
         fitted = 2 + max(0, int(remaining_s / max(epoch_s, 1e-3)))
+        if self.dist.world > 1:
+            # Ranks time their epochs differently; all must run the same number or DDP hangs.
+            agreed = torch.tensor([fitted], device=self.device)
+            dist.broadcast(agreed, src=0)
+            fitted = int(agreed.item())
         if fitted != self.total_epochs and self.dist.main:
             print(f"time budget {self.cfg.time_budget_s:.0f}s at {epoch_s:.2f}s/epoch: {fitted} epochs")
         self.total_epochs = fitted

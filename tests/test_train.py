@@ -1,0 +1,196 @@
+"""Training end to end on a tiny real subset (64 px): loss falls, outputs, resume, DDP, config."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import copy_subset, first_stems
+from portraitseg.checkpoint import load_model
+from portraitseg.cli import main
+from portraitseg.commands.train import build_config
+from portraitseg.data.cache import build_cache
+from portraitseg.train import Trainer
+
+SIZE = 64
+MODEL = "mobile-unet-050-bilinear"
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "lr",
+    "val_loss",
+    "val_acc",
+    "val_miou",
+    "epoch_s",
+    "elapsed_s",
+]
+GRAPHS = ["train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+
+
+@pytest.fixture(scope="module")
+def caches(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """48 training samples (24 hand-labelled ccp_person + 24 teacher-labelled pseudo_people)
+    and 16 validation samples, cached at 64 px in a tmp folder (never in the repo)."""
+    tmp = tmp_path_factory.mktemp("train_data")
+    ccp, pseudo = shared_data / "ccp_person", shared_data / "pseudo_people"
+    sources = [
+        (copy_subset(ccp, tmp / "ccp", first_stems(ccp, "train.txt", 24)), "train.txt"),
+        (copy_subset(pseudo, tmp / "pseudo", first_stems(pseudo, "train.txt", 24)), "train.txt"),
+    ]
+    train, _ = build_cache(sources, tmp / "train.npz", SIZE, 90)
+    val_root = copy_subset(ccp, tmp / "ccp_val", first_stems(ccp, "val.txt", 16), "val.txt")
+    val, _ = build_cache([(val_root, "val.txt")], tmp / "val.npz", SIZE, 90)
+    return train, val
+
+
+def train_args(caches: tuple[Path, Path], out: Path, epochs: int, *extra: str) -> list[str]:
+    train, val = caches
+    return [
+        "train",
+        "--train-cache", str(train),
+        "--val-cache", str(val),
+        "--model", MODEL,
+        "--input-size", str(SIZE),
+        "--epochs", str(epochs),
+        "--batch-size", "8",
+        "--lr", "3e-3",
+        "--ema-decay", "0",
+        "--device", "cpu",
+        "--workers", "1",
+        "--progress", "false",
+        "--channels-last", "false",
+        "--out-dir", str(out),
+        *extra,
+        # Not `--run r`: torchrun's parser would reject it as an ambiguous --run-path prefix.
+        "--set", "run=r",
+    ]  # fmt: skip
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_short_training_learns_and_writes_everything(caches, tmp_path: Path) -> None:
+    assert main(train_args(caches, tmp_path, 4)) == 0
+    run = tmp_path / "r"
+    rows = read_metrics(run)
+    assert list(rows[0]) == METRIC_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < losses[0], losses
+    for key in GRAPHS:
+        assert (run / f"{key}.png").stat().st_size > 1000, key
+    assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
+    epoch_ckpts = sorted(run.glob(f"{MODEL}-*.pt"))
+    assert epoch_ckpts, list(run.iterdir())
+    best_epoch = min(rows, key=lambda r: float(r["val_loss"]))
+    expected = f"{MODEL}-{int(best_epoch['epoch']):03d}-{float(best_epoch['val_loss']):.2f}.pt"
+    assert expected in [p.name for p in epoch_ckpts]
+    model = load_model(run / "best.pt")
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, SIZE, SIZE)).shape == (1, 1, SIZE, SIZE)
+    assert load_model(run / expected).config.input_size == SIZE
+
+
+def test_resume_reproduces_an_uninterrupted_run(caches, tmp_path: Path, monkeypatch) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    small = ("--limit", "16")  # 2 steps per epoch: enough to exercise the optimiser state
+    assert main(train_args(caches, straight, 2, *small)) == 0
+
+    # Interrupt the second run right after epoch 1 has been checkpointed, like a crash.
+    real_save = Trainer._save
+
+    def save_then_crash(self: Trainer, epoch: int, row: dict) -> None:
+        real_save(self, epoch, row)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", save_then_crash)
+    assert main(train_args(caches, resumed, 2, *small)) == 130
+    monkeypatch.undo()
+    assert len(read_metrics(resumed / "r")) == 1
+    assert main(train_args(caches, resumed, 2, *small, "--resume", str(resumed / "r" / "last.pt"))) == 0
+
+    a = torch.load(straight / "r" / "last.pt", weights_only=False)
+    b = torch.load(resumed / "r" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] > 0
+    assert a["epoch"] == b["epoch"] == 1
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    steps_a = {s["step"].item() for s in a["optimizer"]["state"].values()}
+    steps_b = {s["step"].item() for s in b["optimizer"]["state"].values()}
+    assert steps_a == steps_b == {a["step"]}
+    assert [r["epoch"] for r in b["history"]] == [1, 2]
+
+
+def test_ddp_two_cpu_processes(caches, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    # A tiny time budget exercises the epoch re-fit (every rank must agree) yet keeps 2 epochs.
+    cmd += [
+        "-m",
+        "portraitseg",
+        *train_args(caches, tmp_path, 2, "--limit", "16", "--time-budget-s", "0.001"),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_metrics(tmp_path / "r")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # one row per epoch: only rank 0 writes
+    assert "x2" in proc.stdout
+    load_model(tmp_path / "r" / "best.pt")
+
+
+def test_yaml_config_and_set_overrides(tmp_path: Path) -> None:
+    from portraitseg.cli import build_parser
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(
+        yaml.safe_dump(
+            {
+                "train_cache": ["a.npz"],
+                "epochs": 7,
+                "lr": 0.01,
+                "augment": {"composite_p": 0.1, "flip_p": 0.3},
+            }
+        )
+    )
+    args = build_parser().parse_args(
+        ["train", "--config", str(cfg_file), "--lr", "0.002"]
+        + ["--set", "augment.composite_p=0.5", "model_overrides.width=0.75", "amp=false", "limit=10"]
+    )
+    cfg = build_config(args)
+    assert cfg.train_cache == ["a.npz"]
+    assert cfg.epochs == 7
+    assert cfg.lr == 0.002  # flag beats YAML
+    assert cfg.augment == {"composite_p": 0.5, "flip_p": 0.3}  # --set merges into the YAML mapping
+    assert cfg.model_overrides == {"width": 0.75}
+    assert cfg.amp is False and cfg.limit == 10
+
+
+def test_unknown_option_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train_cache: [a.npz]\nepochs: 3\nlearning_rate: 0.1\n")
+    assert main(["train", "--config", str(cfg_file)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown training option(s): learning_rate" in err
+    assert main(["train", "--train-cache", "a.npz", "--set", "no_such=1"]) == 2
+    assert "no_such" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--no-such-flag", "1"])
+    assert exc.value.code == 2
