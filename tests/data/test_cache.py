@@ -1,0 +1,101 @@
+"""Training cache: build -> load round trip, image caches, concat, errors, and the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_datasets import synthetic_alpha_set  # tests/data is on sys.path (rootdir import mode)
+
+from portraitseg.cli import main
+from portraitseg.data import DataError, FolderDataset
+from portraitseg.data.cache import build_cache, build_image_cache, concat_caches, load_cache
+
+SIZE = 32
+
+
+def test_round_trip_masks_and_soft_alpha(ccp3: Path, tmp_path: Path) -> None:
+    soft = synthetic_alpha_set(tmp_path / "soft", n=2, size=(SIZE, SIZE))  # no resize: exact values
+    path, skipped = build_cache([(ccp3, "train.txt"), (soft, None)], tmp_path / "c.npz", SIZE, 90)
+    assert skipped == []
+    c = load_cache(path, workers=1)
+    assert len(c) == 5 and c.size == SIZE
+    assert c.images.shape == (5, SIZE, SIZE, 3) and c.images.dtype == np.uint8
+    assert c.targets.shape == (5, SIZE, SIZE) and c.targets.dtype == np.uint8
+    assert c.ignore.shape == (5, SIZE, SIZE) and set(np.unique(c.ignore)) <= {0, 1}
+    assert c.source_names == ["ccp3", "soft"]
+    assert c.source.tolist() == [0, 0, 0, 1, 1]
+    assert c.names == [*FolderDataset(ccp3, "train.txt").stems, "s0", "s1"]
+    # Soft alpha survives exactly: targets are lossless WebP.
+    ramp = np.tile(np.linspace(0, 255, SIZE).round().astype(np.uint8), (SIZE, 1))
+    np.testing.assert_array_equal(c.targets[3], ramp)
+    np.testing.assert_array_equal(c.ignore[3, :4], 1)
+    assert c.ignore[3, 4:].sum() == 0 and c.ignore[4].sum() == 0
+    # Hand masks stay (almost) binary after the area resize; only edge pixels turn soft.
+    for i, stem in enumerate(c.names[:3]):
+        mask = cv2.imread(str(ccp3 / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+        expected = cv2.resize((mask >= 128).astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+        assert np.abs(c.targets[i] / 255.0 - expected).max() <= 1 / 255 + 1e-6
+        # Images are lossy WebP: close, not exact.
+        image = cv2.cvtColor(cv2.imread(str(ccp3 / "images" / f"{stem}.jpg")), cv2.COLOR_BGR2RGB)
+        small = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+        assert np.abs(c.images[i] - small).mean() < 6
+
+
+def test_image_cache_has_no_targets(shared_data: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "tex"
+    folder.mkdir()
+    for f in sorted((shared_data / "backgrounds" / "textures").rglob("*.jpg"))[:3]:
+        shutil.copy2(f, folder / f.name)
+    c = load_cache(build_image_cache(folder, tmp_path / "bg.npz", SIZE), workers=1)
+    assert c.images.shape == (3, SIZE, SIZE, 3)
+    assert c.targets is None and c.ignore is None
+    assert c.names == sorted(p.stem for p in folder.iterdir())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        build_image_cache(tmp_path / "empty", tmp_path / "x.npz", SIZE)
+
+
+def test_concat_renumbers_sources_and_checks_sizes(tmp_path: Path) -> None:
+    a = synthetic_alpha_set(tmp_path / "a", n=2, size=(SIZE, SIZE))
+    b = synthetic_alpha_set(tmp_path / "b", n=3, size=(SIZE, SIZE))
+    ca = load_cache(build_cache([(a, None)], tmp_path / "a.npz", SIZE)[0], workers=1)
+    cb = load_cache(build_cache([(b, None)], tmp_path / "b.npz", SIZE)[0], workers=1)
+    joined = concat_caches([ca, cb])
+    assert len(joined) == 5
+    assert joined.source_names == ["a", "b"]
+    assert joined.source.tolist() == [0, 0, 1, 1, 1]
+    np.testing.assert_array_equal(joined.targets[2:], cb.targets)
+    other = load_cache(build_cache([(a, None)], tmp_path / "o.npz", 16)[0], workers=1)
+    with pytest.raises(DataError, match="different sizes"):
+        concat_caches([ca, other])
+
+
+def test_bad_paths_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="missing.npz: cache file not found"):
+        load_cache(tmp_path / "missing.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="junk.npz: not a portraitseg cache"):
+        load_cache(junk)
+    with pytest.raises(DataError, match="dataset folder not found"):
+        build_cache([(tmp_path / "nope", None)], tmp_path / "c.npz", SIZE)
+
+
+def test_cli_skip_bad_reports_the_file_and_exits_1(ccp3: Path, tmp_path: Path, capsys) -> None:
+    stem = FolderDataset(ccp3, "train.txt").stems[1]
+    bad = ccp3 / "images" / f"{stem}.jpg"
+    bad.write_bytes(b"garbage")
+    out = tmp_path / "c.npz"
+    assert main(["cache", str(out), "--data", f"{ccp3}:train.txt", "--size", str(SIZE), "--skip-bad"]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped: {bad}: not a readable image" in err and "1 file(s) skipped" in err
+    c = load_cache(out, workers=1)
+    assert len(c) == 2 and stem not in c.names
+    # Without --skip-bad the same data is a hard error (exit 2) naming the file.
+    assert main(["cache", str(tmp_path / "d.npz"), "--data", f"{ccp3}:train.txt", "--size", str(SIZE)]) == 2
+    assert str(bad) in capsys.readouterr().err
+    assert not (tmp_path / "d.npz").exists()
