@@ -220,10 +220,11 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
 
-    def _generator(self, epoch: int, salt: int) -> torch.Generator:
+    def _generator(self, epoch: int, salt: int, rank: int | None = None) -> torch.Generator:
         # One generator per (epoch, rank): a resumed run replays exactly what it would have done.
+        rank = self.dist.rank if rank is None else rank
         gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank * 104729 + salt)
+        gen.manual_seed(self.cfg.seed * 1_000_003 + epoch * 7919 + rank * 104729 + salt)
         return gen
 
     # ------------------------------------------------------------------ schedule
@@ -248,9 +249,13 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         self.net.train()
-        gen = self._generator(epoch, 0)
+        # Every rank draws the same permutation (rank 0's stream) and takes a disjoint slice of
+        # it; augmentation then continues on a per-rank stream.
+        gen = self._generator(epoch, 0, rank=0)
         n = len(self.train_data)
         perm = torch.randperm(n, generator=gen, device=self.device)
+        if self.dist.rank > 0:
+            gen = self._generator(epoch, 0)
         per_rank = self.steps_per_epoch * cfg.batch_size
         perm = perm[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]
         images, targets, ignore = self.train_t
