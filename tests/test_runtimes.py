@@ -97,8 +97,17 @@ def test_resize_uses_area_when_shrinking_and_linear_when_enlarging() -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     np.testing.assert_array_equal(
-        resize_image(img, (25, 35)), cv2.resize(img, (35, 25), interpolation=cv2.INTER_AREA)
+        resize_image(img, (40, 50)), cv2.resize(img, (50, 40), interpolation=cv2.INTER_AREA)
     )
+    # 2x or more: exact 2x box halvings first (fast path), then one area resize; close to a
+    # single area resize (a box of boxes).
+    halved = cv2.resize(img, (40, 30), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(
+        resize_image(img, (25, 35)), cv2.resize(halved, (35, 25), interpolation=cv2.INTER_AREA)
+    )
+    smooth = cv2.GaussianBlur(img, (0, 0), 3)
+    direct = cv2.resize(smooth, (35, 25), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(resize_image(smooth, (25, 35)).astype(int) - direct).mean() < 1.5
     np.testing.assert_array_equal(
         resize_image(img, (120, 90)), cv2.resize(img, (90, 120), interpolation=cv2.INTER_LINEAR)
     )
