@@ -96,6 +96,19 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def shrink_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area (box) shrink to ``size`` = (width, height): exact 2x halvings while they fit, then
+    one area resize. OpenCV's integer-ratio area path is several times faster per pixel than
+    its general one (720p -> 224x126 gray: 0.26 ms instead of 0.85 ms on one core)."""
+    w, h = size
+    while image.shape[0] >= 2 * h and image.shape[1] >= 2 * w and image.shape[0] % 2 == 0 \
+            and image.shape[1] % 2 == 0:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if image.shape[:2] == (h, w):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
 # --------------------------------------------------------------------------- basic ops
 
 
@@ -241,7 +254,7 @@ def _apply_coefficients(a: np.ndarray, b: np.ndarray, gray: np.ndarray, ws: Work
 
 
 def _small_guide(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA).astype(np.float32) * np.float32(1.0 / 255.0)
+    return shrink_area(gray, size).astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def fast_guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, scale: int = 4,
@@ -292,14 +305,20 @@ def apply(prob_lowres: np.ndarray, image: np.ndarray, cfg: PostprocessConfig | N
     if prob.ndim != 2:
         raise ValueError(f"expected a 2-D probability map, got shape {np.shape(prob_lowres)}")
     h, w = image.shape[:2]
+    if cfg.keep_largest:
+        # On the low-res map, before upsampling: the components are the same ones (the
+        # upsampling adds no detail to the mask's shape) at 1/20 of the pixels (0.05 ms instead
+        # of 1.1 ms at 720p). Removed components are exactly 0 in the low-res map, so both
+        # upsamplings leave them 0 (the guided filter's a = b = 0 where the window's p is 0).
+        # Default fringe: one low-res pixel (the width of an upsampled soft edge);
+        # ``component_margin`` is in full-res px, as before.
+        low_per_full = max(prob.shape) / max(h, w)
+        margin = int(np.ceil(cfg.component_margin * low_per_full)) if cfg.component_margin else 1
+        prob = keep_largest(prob, cfg.component_fraction, cfg.component_threshold, margin)
     if cfg.guided:
         alpha = guided_upsample(prob, image, cfg.guided_radius, cfg.guided_eps, cfg.guided_work_side, ws)
     else:
         alpha = upsample(prob, (h, w), ws)
-    if cfg.keep_largest:
-        # Default fringe: one low-res pixel at full res, the width of an upsampled soft edge.
-        margin = cfg.component_margin or int(np.ceil(max(h, w) / max(prob.shape)))
-        alpha = keep_largest(alpha, cfg.component_fraction, cfg.component_threshold, margin, ws)
     if cfg.open_size:
         alpha = morph_open(alpha, cfg.open_size, ws)
     if cfg.close_size:
@@ -351,7 +370,7 @@ def blurred_background(image: np.ndarray, strength: int = 8, ws: Workspace | Non
     """Strongly blurred copy of ``image``: blur a ``strength``-times smaller copy and scale
     it back up (~1 ms at 720p versus ~40 ms for the same blur at full size)."""
     h, w = image.shape[:2]
-    small = cv2.resize(image, (max(1, w // strength), max(1, h // strength)), interpolation=cv2.INTER_AREA)
+    small = shrink_area(image, (max(1, w // strength), max(1, h // strength)))
     small = cv2.GaussianBlur(small, (0, 0), sigmaX=3.0, borderType=cv2.BORDER_REPLICATE)
     out = _buf(ws, "background", image.shape, np.uint8, avoid=(image,))
     return cv2.resize(small, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
