@@ -297,3 +297,30 @@ def test_tflite_layout_and_flattened_output_inferred(anchors: Path, vikram_sampl
     assert generic.output_format.flattened and generic.num_threads == 2
     peer = open_runtime("seed_munet_bilinear_128_uint8", anchors=anchors)
     np.testing.assert_allclose(generic.prob(vikram_sample.image), peer.prob(vikram_sample.image), atol=1e-5)
+
+
+def test_split_single_output_convs_is_the_same_function(tmp_path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from portraitseg.runtimes import split_single_output_convs
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1, 4, 3, 3)).astype(np.float32)
+    b = np.array([0.25], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    path = tmp_path / "head.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    rewritten = split_single_output_convs(path)
+    assert rewritten is not None and b"Slice" in rewritten
+    x = rng.standard_normal((1, 4, 9, 7)).astype(np.float32)
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    out = ort.InferenceSession(rewritten, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert out.shape == ref.shape == (1, 1, 9, 7)
+    np.testing.assert_allclose(out, ref, atol=1e-5)

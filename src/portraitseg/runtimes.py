@@ -348,6 +348,78 @@ def _spatial_dims(shape: list, layout: str) -> tuple[object, object]:
     return (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
 
 
+def split_single_output_convs(path: str | Path) -> bytes | None:
+    """The ONNX model at ``path`` with every k x k, one-output-channel Conv (a segmentation
+    head) rewritten as a 1x1 Conv to k*k "tap" channels + Pad + k*k shifted Slices summed;
+    None when no node qualifies (or the file cannot be parsed here).
+
+    Same function, same weights, just re-arranged (outputs agree to ~1e-5): onnxruntime's CPU
+    convolution works in blocks of 8-16 output channels, so a 1-channel 3x3 conv at 224x224
+    costs as much as a 16-channel one (1.2 ms of the default model's 4 ms on one core); the
+    rewritten form takes ~0.3 ms.
+    """
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+
+        model = onnx.load(str(path))
+    except Exception:  # no onnx package, or a file onnxruntime may still read
+        return None
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    new_nodes, new_inits, changed = [], [], False
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        weight = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        w = numpy_helper.to_array(weight) if weight is not None else None
+        k = w.shape[2] if w is not None and w.ndim == 4 else 0
+        if not (
+            w is not None and w.shape[0] == 1 and w.shape[2] == w.shape[3] == k and k % 2 == 1 and k > 1
+            and attrs.get("group", 1) == 1 and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+            and list(attrs.get("strides", [1, 1])) == [1, 1]
+            and list(attrs.get("dilations", [1, 1])) == [1, 1]
+            and list(attrs.get("pads", [0, 0, 0, 0])) == [k // 2] * 4
+            and (len(node.input) < 3 or not node.input[2] or node.input[2] in inits)
+        ):
+            new_nodes.append(node)
+            continue
+        changed = True
+        p, out = f"{node.output[0]}__taps", node.output[0]
+        taps = np.ascontiguousarray(w[0].transpose(1, 2, 0).reshape(k * k, w.shape[1], 1, 1))  # tap dy*k+dx
+        new_inits += [
+            numpy_helper.from_array(taps.astype(w.dtype), f"{p}/w"),
+            numpy_helper.from_array(np.array([0, 0, k // 2, k // 2] * 2, np.int64), f"{p}/pads"),
+            numpy_helper.from_array(np.array([1, 2, 3], np.int64), f"{p}/axes"),
+        ]
+        new_nodes += [helper.make_node("Conv", [node.input[0], f"{p}/w"], [f"{p}/t"], kernel_shape=[1, 1]),
+                      helper.make_node("Pad", [f"{p}/t", f"{p}/pads"], [f"{p}/tp"])]
+        acc = ""
+        big = np.iinfo(np.int64).max
+        for dy in range(k):
+            for dx in range(k):
+                i = dy * k + dx
+                ends = [i + 1, dy - (k - 1) or big, dx - (k - 1) or big]
+                new_inits += [numpy_helper.from_array(np.array([i, dy, dx], np.int64), f"{p}/s{i}"),
+                              numpy_helper.from_array(np.array(ends, np.int64), f"{p}/e{i}")]
+                new_nodes.append(helper.make_node("Slice", [f"{p}/tp", f"{p}/s{i}", f"{p}/e{i}", f"{p}/axes"],
+                                                  [f"{p}/sl{i}"]))
+                if acc:
+                    new_nodes.append(helper.make_node("Add", [acc, f"{p}/sl{i}"], [f"{p}/acc{i}"]))
+                    acc = f"{p}/acc{i}"
+                else:
+                    acc = f"{p}/sl{i}"
+        if len(node.input) > 2 and node.input[2]:
+            new_nodes.append(helper.make_node("Add", [acc, node.input[2]], [out]))
+        else:
+            new_nodes.append(helper.make_node("Identity", [acc], [out]))
+    if not changed:
+        return None
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(new_inits)
+    return model.SerializeToString()
+
+
 class OnnxRuntime(Runtime):
     """An ONNX model through onnxruntime (CPU).
 
@@ -379,7 +451,9 @@ class OnnxRuntime(Runtime):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            model = split_single_output_convs(path)
+            source = str(path) if model is None else model
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ValueError(f"{path}: not a loadable ONNX model ({exc.__class__.__name__})") from exc
         self.path, self.name, self._threads = path, name or path.stem, threads
