@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from .postprocess import shrink_area
+
 if TYPE_CHECKING:  # torch is imported lazily: peer-only use should not pay for it
     import torch
 
@@ -162,15 +164,9 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     shrinking = h <= image.shape[0] and w <= image.shape[1]
     if not shrinking:
         return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    # Exact 2x box halvings first: OpenCV's integer-ratio area path is ~10x faster per pixel
-    # than its general one (720p -> 224: 0.8 ms instead of 2.0 ms on one core; mean change
+    # Exact 2x box halvings first (720p -> 224: 0.8 ms instead of 2.0 ms on one core; mean change
     # 0.5 grey levels versus one area resize).
-    while image.shape[0] >= 2 * h and image.shape[1] >= 2 * w and image.shape[0] % 2 == 0 \
-            and image.shape[1] % 2 == 0:
-        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    if image.shape[:2] == (h, w):
-        return image
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return shrink_area(image, (w, h))
 
 
 def check_image(image: np.ndarray) -> None:
