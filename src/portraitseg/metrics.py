@@ -228,13 +228,8 @@ class Aggregate:
 
     def over_all_pixels(self) -> dict[str, float]:
         """Ratios of the summed counts (the headline numbers)."""
-        c = self.confusion
         return {
-            "pixel_accuracy": c.pixel_accuracy,
-            "person_iou": c.person_iou,
-            "background_iou": c.background_iou,
-            "miou": c.miou,
-            "boundary_f1": self.boundary.f1,
+            **ImageMetrics(self.confusion, self.boundary).values,
             "boundary_precision": self.boundary.precision,
             "boundary_recall": self.boundary.recall,
         }
