@@ -60,6 +60,12 @@ def anchors_dir() -> Path:
     return require_shared("anchors")
 
 
+@pytest.fixture(scope="session")
+def vikram(shared_data: Path) -> Path:
+    """``shared/data/vikram_val``, the main validation set (skips when absent)."""
+    return require_shared("data", "vikram_val")
+
+
 @pytest.fixture
 def ccp3(shared_data: Path, tmp_path: Path) -> Path:
     """A tmp dataset with 3 real ccp_person training pairs (masks/, train.txt)."""

@@ -119,14 +119,6 @@ def runtime():
 
 
 @pytest.fixture(scope="module")
-def vikram(shared_data: Path) -> Path:
-    path = shared_data / "vikram_val"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found (set PORTRAITSEG_SHARED to the shared folder)")
-    return path
-
-
-@pytest.fixture(scope="module")
 def photos(vikram: Path) -> dict[str, bytes]:
     return {s: (vikram / "images" / f"{s}.jpg").read_bytes() for s in STEMS}
 

@@ -69,14 +69,6 @@ def truth_224(vikram: Path, stem: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def vikram(shared_data: Path) -> Path:
-    path = shared_data / "vikram_val"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found (set PORTRAITSEG_SHARED to the shared folder)")
-    return path
-
-
-@pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = os.environ.get("PORTRAITSEG_ARTIFACTS")
     path = Path(env) / "web" if env else tmp_path_factory.mktemp("web-artifacts")
