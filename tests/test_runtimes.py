@@ -93,18 +93,26 @@ def export_onnx(
 # ----------------------------------------------------------------------------- pre/post processing
 
 
-def test_resize_uses_area_when_shrinking_and_linear_when_enlarging() -> None:
+def test_resize_halves_then_antialiased_bilinear_when_shrinking_and_linear_when_enlarging() -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    # Less than 2x: one bilinear step, nothing else.
     np.testing.assert_array_equal(
-        resize_image(img, (40, 50)), cv2.resize(img, (50, 40), interpolation=cv2.INTER_AREA)
+        resize_image(img, (40, 50)), cv2.resize(img, (50, 40), interpolation=cv2.INTER_LINEAR)
     )
-    # 2x or more: exact 2x box halvings first (fast path), then one area resize; close to a
-    # single area resize (a box of boxes).
+    # 2x or more on both axes: exact 2x box halvings first (fast path), then bilinear.
     halved = cv2.resize(img, (40, 30), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(
-        resize_image(img, (25, 35)), cv2.resize(halved, (35, 25), interpolation=cv2.INTER_AREA)
+        resize_image(img, (25, 35)), cv2.resize(halved, (35, 25), interpolation=cv2.INTER_LINEAR)
     )
+    # More than 2x left on one axis after the halvings (720p -> 224x224 style): a 3-wide box
+    # blur on that axis before the bilinear step, so no column is skipped.
+    wide = rng.integers(0, 256, (36, 128, 3), dtype=np.uint8)
+    halved = cv2.resize(wide, (64, 18), interpolation=cv2.INTER_AREA)
+    expected = cv2.resize(cv2.blur(halved, (3, 1), borderType=cv2.BORDER_REPLICATE), (20, 10),
+                          interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(resize_image(wide, (10, 20)), expected)
+    # Close to a true area average on a smooth image.
     smooth = cv2.GaussianBlur(img, (0, 0), 3)
     direct = cv2.resize(smooth, (35, 25), interpolation=cv2.INTER_AREA).astype(int)
     assert np.abs(resize_image(smooth, (25, 35)).astype(int) - direct).mean() < 1.5

@@ -96,17 +96,41 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def shrink_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area (box) shrink to ``size`` = (width, height): exact 2x halvings while they fit, then
-    one area resize. OpenCV's integer-ratio area path is several times faster per pixel than
-    its general one (720p -> 224x126 gray: 0.26 ms instead of 0.85 ms on one core)."""
+def halve_while(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Exact 2x box halvings while the image stays at least twice ``size`` = (width, height).
+    OpenCV's integer-ratio area path is several times faster per pixel than its general one."""
     w, h = size
     while image.shape[0] >= 2 * h and image.shape[1] >= 2 * w and image.shape[0] % 2 == 0 \
             and image.shape[1] % 2 == 0:
         image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def shrink_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area (box) shrink to ``size`` = (width, height): :func:`halve_while`, then one area
+    resize (720p -> 224x126 gray: 0.26 ms instead of 0.85 ms on one core)."""
+    w, h = size
+    image = halve_while(image, size)
     if image.shape[:2] == (h, w):
         return image
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def shrink_linear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Shrink to ``size`` = (width, height): :func:`halve_while`, then bilinear, after a small
+    box blur along any axis still shrinking by more than 2x (so no source row/column is
+    skipped). ~6x faster than the general area resize for the remaining non-integer step
+    (640x360 -> 224x224: 0.12 ms instead of 0.68 ms on one core) and no worse as model input
+    (docs/benchmark.md)."""
+    w, h = size
+    image = halve_while(image, size)
+    if image.shape[:2] == (h, w):
+        return image
+    kx = 2 * int(image.shape[1] / w / 2) + 1  # 1 below a 2x step, 3 for 2-4x, ...
+    ky = 2 * int(image.shape[0] / h / 2) + 1
+    if kx > 1 or ky > 1:
+        image = cv2.blur(image, (kx, ky), borderType=cv2.BORDER_REPLICATE)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 # --------------------------------------------------------------------------- basic ops
