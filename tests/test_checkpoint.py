@@ -78,3 +78,16 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         load_model(other)
     with pytest.raises(FileNotFoundError, match="missing.pt: no such checkpoint"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_checkpoint_without_a_head_field_loads_the_upsample_head(tmp_path: Path) -> None:
+    # Files written before MobileUNetConfig.head existed have the full-resolution head.
+    old = create_model(DEFAULT_MODEL, head="upsample").eval()
+    config = {k: v for k, v in old.config.to_dict().items() if k != "head"}
+    path = tmp_path / "old.pt"
+    torch.save({"model_config": config, "model": old.state_dict()}, path)
+    loaded = load_model(path)
+    assert loaded.config.head == "upsample"
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), old(x))

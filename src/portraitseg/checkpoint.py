@@ -24,7 +24,9 @@ def bundled_weights_path(name: str = DEFAULT_WEIGHTS) -> Path:
 
 def config_from_dict(data: dict[str, Any]) -> MobileUNetConfig:
     known = {f.name for f in fields(MobileUNetConfig)}
-    return MobileUNetConfig(**{k: v for k, v in data.items() if k in known})
+    values = {k: v for k, v in data.items() if k in known}
+    values.setdefault("head", "upsample")  # written before the sub-pixel head existed
+    return MobileUNetConfig(**values)
 
 
 def save_weights(model: MobileUNet, path: str | Path, half: bool = False, extra: dict | None = None) -> Path:

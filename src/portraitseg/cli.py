@@ -35,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .memory import keep_freed_memory
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # every command handles frames: reuse freed ones instead of re-faulting
     try:
         return int(args.func(args) or 0)
     except (CLIError, FileNotFoundError, ValueError) as exc:

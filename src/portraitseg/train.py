@@ -25,7 +25,7 @@ from .checkpoint import config_from_dict, load_model, save_weights
 from .data.augment import AugmentConfig, BatchAugmenter, resize_batch
 from .data.cache import CacheArrays, concat_caches, load_cache
 from .losses import segmentation_loss
-from .models import DEFAULT_MODEL, MobileUNet, model_config
+from .models import DEFAULT_MODEL, MobileUNet, model_config, to_subpixel_head
 
 
 @dataclass
@@ -163,7 +163,10 @@ class Trainer:
         mcfg = model_config(cfg.model, input_size=cfg.input_size, **cfg.model_overrides)
         self.model = MobileUNet(mcfg)
         if cfg.init_weights:
-            self.model.load_state_dict(load_model(cfg.init_weights).state_dict())
+            init = load_model(cfg.init_weights)
+            if init.config.head == "upsample" and mcfg.head == "subpixel":
+                init = to_subpixel_head(init)  # fine-tune an older checkpoint in today's layout
+            self.model.load_state_dict(init.state_dict())
         self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

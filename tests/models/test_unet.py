@@ -15,15 +15,21 @@ from portraitseg.models import (
     create_model,
     list_models,
     model_config,
+    to_subpixel_head,
 )
 
 # Exact counts of the current architecture: a change to blocks/encoder/decoder must show up
 # here (update the numbers deliberately, and re-train/re-export the bundled weights).
 EXACT_PARAMS = {
-    "mobile-unet-035-bilinear": 291_649,
+    "mobile-unet-035-bilinear": 292_084,
+    "mobile-unet-050-bilinear": 561_612,
+    "mobile-unet-050-transpose": 621_516,
+    "mobile-unet-075-bilinear": 1_226_092,
+}
+# The same models with the older full-resolution head (checkpoints from before it changed).
+EXACT_PARAMS_UPSAMPLE_HEAD = {
     "mobile-unet-050-bilinear": 561_177,
     "mobile-unet-050-transpose": 621_849,
-    "mobile-unet-075-bilinear": 1_225_225,
 }
 
 
@@ -36,10 +42,11 @@ def _few_threads():
     torch.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("head", ["subpixel", "upsample"])
 @pytest.mark.parametrize("decoder", ["bilinear", "transpose"])
 @pytest.mark.parametrize("hw", [(64, 64), (96, 128), (224, 224)])
-def test_output_is_one_logit_map_at_input_size(decoder: str, hw: tuple[int, int]) -> None:
-    model = create_model(f"mobile-unet-050-{decoder}").eval()
+def test_output_is_one_logit_map_at_input_size(decoder: str, hw: tuple[int, int], head: str) -> None:
+    model = create_model(f"mobile-unet-050-{decoder}", head=head).eval()
     with torch.no_grad():
         out = model(torch.rand(2, 3, *hw))
     assert out.shape == (2, 1, *hw)
@@ -62,6 +69,57 @@ def test_default_model_is_under_one_million_parameters() -> None:
 @pytest.mark.parametrize("name", sorted(EXACT_PARAMS))
 def test_exact_parameter_counts(name: str) -> None:
     assert count_parameters(create_model(name)) == EXACT_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_PARAMS_UPSAMPLE_HEAD))
+def test_exact_parameter_counts_with_the_upsample_head(name: str) -> None:
+    assert count_parameters(create_model(name, head="upsample")) == EXACT_PARAMS_UPSAMPLE_HEAD[name]
+
+
+def test_bad_head_fails() -> None:
+    with pytest.raises(ValueError, match="head must be one of"):
+        create_model(DEFAULT_MODEL, head="deconv")
+
+
+def _upsample_head_model(seed: int) -> MobileUNet:
+    torch.manual_seed(seed)
+    model = create_model(DEFAULT_MODEL, head="upsample", dropout=0.0)
+    with torch.no_grad():  # non-trivial BN statistics everywhere, as after training
+        model.train()(torch.rand(4, 3, 64, 64))
+    return model.eval()
+
+
+def test_subpixel_conversion_is_exact_where_relu6_is_inactive() -> None:
+    model = _upsample_head_model(0)
+    # Keep the head's pre-activations inside (0, 6): ReLU6 is then the identity wherever it
+    # sits, and the converted head must compute the same function (but for the outer two-pixel ring,
+    # where the upsampling clamped and the zero padding now sits at low resolution).
+    with torch.no_grad():
+        model.head_up.conv.weight.mul_(0.01)
+        model.head_up.bn.running_mean.zero_()
+        model.head_up.bn.running_var.fill_(1.0)
+        model.head_up.bn.weight.fill_(1.0)
+        model.head_up.bn.bias.fill_(3.0)
+    new = to_subpixel_head(model)
+    assert new.config.head == "subpixel" and new.config.width == model.config.width
+    x = torch.rand(2, 3, 96, 64)
+    with torch.no_grad():
+        ref, out = model(x), new(x)
+    assert out.shape == ref.shape == (2, 1, 96, 64)
+    torch.testing.assert_close(out[..., 2:-2, 2:-2], ref[..., 2:-2, 2:-2], atol=1e-4, rtol=1e-4)
+
+
+def test_subpixel_conversion_only_moves_relu6() -> None:
+    model = _upsample_head_model(1)
+    new = to_subpixel_head(model)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ref, out = model(x), new(x)
+    # Not the same function (ReLU6 moved), but the same masks nearly everywhere.
+    agree = ((ref > 0) == (out > 0)).float().mean().item()
+    assert agree > 0.98
+    with pytest.raises(ValueError, match="only bilinear models with the upsample head"):
+        to_subpixel_head(new)
 
 
 def test_transpose_decoder_has_more_parameters_than_bilinear() -> None:

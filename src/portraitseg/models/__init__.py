@@ -2,7 +2,7 @@
 
 from .mobilenetv2 import MobileNetV2Encoder
 from .registry import DEFAULT_MODEL, create_model, list_models, model_config, register
-from .unet import MobileUNet, MobileUNetConfig, count_parameters
+from .unet import MobileUNet, MobileUNetConfig, count_parameters, to_subpixel_head
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -14,4 +14,5 @@ __all__ = [
     "list_models",
     "model_config",
     "register",
+    "to_subpixel_head",
 ]
