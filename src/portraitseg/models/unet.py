@@ -154,8 +154,8 @@ def to_subpixel_head(model: MobileUNet) -> MobileUNet:
     Exact for everything but ReLU6, which moves from after the bilinear upsampling to before
     it (the BatchNorm folds into the 1x1 conv, and bilinear-then-3x3-conv is one 3x3 conv per
     output phase at low resolution); plus the outermost two rows and columns, where the
-    upsampling clamped at the border and the zero padding now happens at low resolution. On the bundled model: mIoU within 0.001 on every
-    validation set (MODEL_CARD.md).
+    upsampling clamped at the border and the zero padding now happens at low resolution.
+    On the bundled model: mIoU within 0.001 on every validation set (MODEL_CARD.md).
     """
     cfg = model.config
     if cfg.head != "upsample" or cfg.decoder != "bilinear":
