@@ -173,3 +173,19 @@ def test_package_import_is_lazy() -> None:
             "from portraitseg import Segmenter; Segmenter(backend='onnx'); "
             "assert 'torch' not in sys.modules, 'onnx backend imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bundled_onnx_is_the_bundled_checkpoint(vikram: Path) -> None:
+    # default.onnx is exported from default.pt: a re-trained or converted .pt without a fresh
+    # export would silently ship two different models.
+    from portraitseg.data import open_dataset
+    from portraitseg.inference import DEFAULT_ONNX
+    from portraitseg.runtimes import OnnxRuntime, TorchRuntime
+
+    onnx_rt, torch_rt = OnnxRuntime(DEFAULT_ONNX, threads=2), TorchRuntime("default", threads=2)
+    assert onnx_rt.input_size == torch_rt.input_size == (224, 224)
+    for sample, _ in zip(open_dataset(vikram), range(4)):
+        a = onnx_rt.prob(sample.image)
+        b = torch_rt.prob(sample.image)
+        assert a.shape == b.shape == sample.image.shape[:2]
+        assert np.abs(a - b).max() < 1e-3

@@ -106,6 +106,10 @@ def make_frame(path: str | Path | None = None, size: tuple[int, int] = FRAME_SIZ
 
 
 def decode(jpeg: np.ndarray) -> np.ndarray:
+    """JPEG bytes -> RGB; straight to RGB where OpenCV can (>= 4.11), saving a swap pass."""
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)
+    if rgb_flag is not None:
+        return cv2.imdecode(jpeg, rgb_flag)
     return cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
