@@ -139,6 +139,39 @@ def test_resume_reproduces_an_uninterrupted_run(caches, tmp_path: Path, monkeypa
     assert [r["epoch"] for r in b["history"]] == [1, 2]
 
 
+def test_init_weights_from_an_upsample_head_checkpoint(caches, tmp_path: Path) -> None:
+    # Fine-tuning a checkpoint trained before the sub-pixel head: the run's model starts as its
+    # converted copy (and then trains and saves in today's layout).
+    from portraitseg.checkpoint import save_weights
+    from portraitseg.models import create_model, to_subpixel_head
+
+    torch.manual_seed(0)
+    old = create_model(MODEL, head="upsample", dropout=0.0)
+    with torch.no_grad():
+        old.train()(torch.rand(4, 3, SIZE, SIZE))  # non-trivial BN statistics
+    init = save_weights(old.eval(), tmp_path / "old.pt")
+    args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--init-weights", str(init))
+    cfg = build_config(_parse(args))
+    trainer = Trainer(cfg)
+    expected = to_subpixel_head(old.eval()).state_dict()
+    got = trainer.model.state_dict()
+    assert trainer.model.config.head == "subpixel"
+    for key, value in expected.items():
+        assert torch.equal(got[key].cpu(), value), key
+    trainer.fit()
+    assert load_model(tmp_path / "out" / "r" / "last.pt").config.head == "subpixel"
+
+
+def _parse(argv: list[str]):
+    import argparse
+
+    from portraitseg.commands import train as train_cmd
+
+    parser = argparse.ArgumentParser()
+    train_cmd.add_parser(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
 def test_ddp_two_cpu_processes(caches, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
