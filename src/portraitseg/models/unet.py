@@ -137,10 +137,10 @@ class MobileUNet(nn.Module):
         return self.shuffle(self.head(self.head_up(y)))
 
 
-# Bilinear x2 (align_corners=False) followed by a 3x3 conv, seen from the low-res grid: for
-# output phase p (even/odd row or column), the weight that tap k of the conv (offsets -1, 0,
-# +1) puts on low-res neighbour j (offsets -1, 0, +1). Each full-res pixel is 1/4-3/4 of its
-# two nearest low-res ones.
+# Bilinear x2 (align_corners=False) followed by a 3x3 conv, seen from the low-res grid (one
+# axis): _BILINEAR_X2_TAPS[p, j, k] is the weight that conv tap k (offset k-1 at full res) puts
+# on low-res neighbour j (offset j-1) for outputs of phase p (0: even, 1: odd row/column).
+# Each full-res pixel is 1/4-3/4 of its two nearest low-res ones.
 _BILINEAR_X2_TAPS = torch.tensor([
     [[0.75, 0.25, 0.00], [0.25, 0.75, 0.75], [0.00, 0.00, 0.25]],  # even outputs
     [[0.25, 0.00, 0.00], [0.75, 0.75, 0.25], [0.00, 0.25, 0.75]],  # odd outputs
