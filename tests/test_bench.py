@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from portraitseg.bench import STAGES
 from portraitseg.cli import main
 
@@ -25,3 +27,14 @@ def test_bench_json(tmp_path: Path, capsys) -> None:
     assert row["total_min_ms"] <= row["total_ms"]
     assert "default/onnx-int8/1" not in data
     assert set(data["_postprocess_options_ms"]["1"]) >= {"guided upsample", "default config"}
+
+
+def test_bench_times_the_bundled_tflite_without_the_converter(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("ai_edge_litert", reason="LiteRT runtime not installed: pip install '.[tflite]'")
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--repeats", "2", "--rounds", "1", "--formats", "tflite", "--peers", "",
+                 "--threads", "1", "--json", str(out)])
+    assert code == 0
+    assert "| default | tflite | 1 |" in capsys.readouterr().out
+    row = json.loads(out.read_text())["default/tflite/1"]
+    assert row["model_ms"] > 0 and row["total_ms"] >= row["model_ms"]

@@ -189,3 +189,26 @@ def test_bundled_onnx_is_the_bundled_checkpoint(vikram: Path) -> None:
         b = torch_rt.prob(sample.image)
         assert a.shape == b.shape == sample.image.shape[:2]
         assert np.abs(a - b).max() < 1e-3
+
+
+def test_bundled_tflite_is_the_bundled_checkpoint(vikram: Path) -> None:
+    pytest.importorskip("ai_edge_litert", reason="LiteRT runtime not installed: pip install '.[tflite]'")
+    from portraitseg.data import open_dataset
+    from portraitseg.inference import DEFAULT_TFLITE
+    from portraitseg.runtimes import TFLiteRuntime, TorchRuntime
+
+    tfl, torch_rt = TFLiteRuntime(DEFAULT_TFLITE, threads=2), TorchRuntime("default", threads=2)
+    assert tfl.input_format.layout == "NHWC" and tfl.input_size == (224, 224)
+    for sample, _ in zip(open_dataset(vikram), range(4)):
+        a, b = tfl.prob(sample.image), torch_rt.prob(sample.image)
+        assert a.shape == b.shape == sample.image.shape[:2]
+        assert np.abs(a - b).max() < 1e-3
+
+
+def test_segmenter_tflite_backend_matches_onnx() -> None:
+    pytest.importorskip("ai_edge_litert", reason="LiteRT runtime not installed: pip install '.[tflite]'")
+    sample = Path(__file__).resolve().parents[1] / "src" / "portraitseg" / "assets" / "astronaut.jpg"
+    image = load_image(sample)
+    tfl = Segmenter(backend="tflite", threads=1)
+    assert tfl.runtime.backend == "tflite"
+    np.testing.assert_allclose(tfl.mask(image), Segmenter(backend="onnx", threads=1).mask(image), atol=2e-3)

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import postprocess as pp
 from .data.io import encode_image
-from .inference import DEFAULT_ONNX, load_image
+from .inference import DEFAULT_ONNX, DEFAULT_TFLITE, load_image
 from .runtimes import OnnxRuntime, Runtime, TFLiteRuntime, TorchRuntime, open_runtime, output_to_prob
 
 FRAME_SIZE = (720, 1280)  # (height, width)
@@ -224,6 +224,11 @@ class Builder:
     def unavailable(self, model: str, fmt: str) -> str | None:
         if fmt == "onnx-int8" and not self.calib_data:
             return f"{model}/onnx-int8 skipped: int8 needs calibration photos (--calib-data DIR)"
+        if fmt == "tflite" and model == "default" and DEFAULT_TFLITE.is_file():
+            if not importlib.util.find_spec("ai_edge_litert"):
+                return (f"{model}/tflite unavailable: the LiteRT runtime is not installed "
+                        "(pip install 'portraitseg[tflite]')")
+            return None
         if fmt == "tflite" and not importlib.util.find_spec("litert_torch"):
             return (
                 f"{model}/tflite unavailable: the PyTorch->LiteRT converter (litert-torch, "
@@ -253,6 +258,8 @@ class Builder:
             return TorchRuntime(model, name=model, threads=threads)
         if fmt == "onnx" and model == "default":
             return OnnxRuntime(DEFAULT_ONNX, name="default", threads=threads)  # the shipped file
+        if fmt == "tflite" and model == "default" and DEFAULT_TFLITE.is_file():
+            return TFLiteRuntime(DEFAULT_TFLITE, name="default", threads=threads)
         path = self._export(model, fmt)
         if fmt == "tflite":
             return TFLiteRuntime(path, name=model, threads=threads)

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import postprocess as pp
 from .data.io import DataError
-from .runtimes import OnnxRuntime, Runtime, TorchRuntime, open_runtime, output_to_prob
+from .runtimes import OnnxRuntime, Runtime, TFLiteRuntime, TorchRuntime, open_runtime, output_to_prob
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -39,7 +39,8 @@ BackgroundInput = Union[str, Path, "Image.Image", np.ndarray, tuple[int, int, in
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
-BACKENDS = ("auto", "onnx", "torch")
+DEFAULT_TFLITE = WEIGHTS_DIR / "default.tflite"  # same weights, for LiteRT (phones, XNNPACK)
+BACKENDS = ("auto", "onnx", "torch", "tflite")
 # RGBA inputs are flattened onto this colour: transparent regions of a logo/sticker-style PNG
 # then read as plain background instead of whatever RGB garbage sits under alpha = 0.
 TRANSPARENT_FILL = (255, 255, 255)
@@ -168,14 +169,20 @@ def resolve_backend(backend: str) -> str:
 def open_model(model: str | Path, backend: str = "auto", threads: int | None = None) -> Runtime:
     """``"default"``, a .pt/.onnx/.tflite path or a peer name -> runtime.
 
-    ``backend`` picks between the bundled ONNX and PyTorch weights for ``"default"``; for a
-    file the suffix decides. Peer files/names (e.g. ``mediapipe_selfie_256``) get their own
-    pre/post-processing through :func:`~portraitseg.runtimes.open_runtime`.
+    ``backend`` picks between the bundled ONNX, TFLite and PyTorch files for ``"default"``
+    (``"auto"``: ONNX); for a file the suffix decides. Peer files/names (e.g.
+    ``mediapipe_selfie_256``) get their own pre/post-processing through
+    :func:`~portraitseg.runtimes.open_runtime`.
     """
     backend = resolve_backend(backend)
     if str(model) == "default":
         if backend == "onnx":
             return OnnxRuntime(DEFAULT_ONNX, name="default", threads=threads)
+        if backend == "tflite":
+            if not importlib.util.find_spec("ai_edge_litert"):
+                raise ValueError("backend 'tflite' needs the LiteRT runtime: "
+                                 "pip install 'portraitseg[tflite]'")
+            return TFLiteRuntime(DEFAULT_TFLITE, name="default", threads=threads)
         return TorchRuntime("default", name="default", threads=threads)
     return open_runtime(model, threads=threads)
 

@@ -181,8 +181,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="composite file type (default: jpg)")
     add("--model", default="default",
         help="'default', a .pt/.onnx/.tflite file or a peer model name (default: default)")
-    add("--backend", choices=("auto", "onnx", "torch"), default="auto",
-        help="for --model default: ONNX Runtime or PyTorch (default: auto = onnx if installed)")
+    add("--backend", choices=("auto", "onnx", "torch", "tflite"), default="auto",
+        help="for --model default: ONNX Runtime, PyTorch or LiteRT (default: auto = onnx if installed)")
     add("--threads", type=int, default=None, help="inference threads (default: backend default)")
     add("--overwrite", action="store_true", help="replace existing output files")
     add("--no-progress", action="store_true", help="no progress bar")
