@@ -14,7 +14,7 @@ import yaml
 
 from conftest import copy_subset, first_stems
 from portraitseg.checkpoint import load_model
-from portraitseg.cli import main
+from portraitseg.cli import build_parser, main
 from portraitseg.commands.train import build_config
 from portraitseg.data.cache import build_cache
 from portraitseg.train import Trainer
@@ -151,7 +151,7 @@ def test_init_weights_from_an_upsample_head_checkpoint(caches, tmp_path: Path) -
         old.train()(torch.rand(4, 3, SIZE, SIZE))  # non-trivial BN statistics
     init = save_weights(old.eval(), tmp_path / "old.pt")
     args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--init-weights", str(init))
-    cfg = build_config(_parse(args))
+    cfg = build_config(build_parser().parse_args(args))
     trainer = Trainer(cfg)
     expected = to_subpixel_head(old.eval()).state_dict()
     got = trainer.model.state_dict()
@@ -160,16 +160,6 @@ def test_init_weights_from_an_upsample_head_checkpoint(caches, tmp_path: Path) -
         assert torch.equal(got[key].cpu(), value), key
     trainer.fit()
     assert load_model(tmp_path / "out" / "r" / "last.pt").config.head == "subpixel"
-
-
-def _parse(argv: list[str]):
-    import argparse
-
-    from portraitseg.commands import train as train_cmd
-
-    parser = argparse.ArgumentParser()
-    train_cmd.add_parser(parser.add_subparsers())
-    return parser.parse_args(argv)
 
 
 def test_ddp_two_cpu_processes(caches, tmp_path: Path) -> None:
@@ -190,8 +180,6 @@ def test_ddp_two_cpu_processes(caches, tmp_path: Path) -> None:
 
 
 def test_yaml_config_and_set_overrides(tmp_path: Path) -> None:
-    from portraitseg.cli import build_parser
-
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(
         yaml.safe_dump(

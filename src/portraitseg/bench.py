@@ -26,7 +26,7 @@ import numpy as np
 
 from . import postprocess as pp
 from .data.io import encode_image
-from .inference import DEFAULT_ONNX, DEFAULT_TFLITE, load_image
+from .inference import DEFAULT_TFLITE, LITERT_HINT, load_image, open_model
 from .runtimes import OnnxRuntime, Runtime, TFLiteRuntime, TorchRuntime, open_runtime, output_to_prob
 
 FRAME_SIZE = (720, 1280)  # (height, width)
@@ -226,8 +226,7 @@ class Builder:
             return f"{model}/onnx-int8 skipped: int8 needs calibration photos (--calib-data DIR)"
         if fmt == "tflite" and model == "default" and DEFAULT_TFLITE.is_file():
             if not importlib.util.find_spec("ai_edge_litert"):
-                return (f"{model}/tflite unavailable: the LiteRT runtime is not installed "
-                        "(pip install 'portraitseg[tflite]')")
+                return f"{model}/tflite unavailable: the LiteRT runtime is not installed ({LITERT_HINT})"
             return None
         if fmt == "tflite" and not importlib.util.find_spec("litert_torch"):
             return (
@@ -256,10 +255,8 @@ class Builder:
     def runtime(self, model: str, fmt: str, threads: int) -> Runtime:
         if fmt == "torch":
             return TorchRuntime(model, name=model, threads=threads)
-        if fmt == "onnx" and model == "default":
-            return OnnxRuntime(DEFAULT_ONNX, name="default", threads=threads)  # the shipped file
-        if fmt == "tflite" and model == "default" and DEFAULT_TFLITE.is_file():
-            return TFLiteRuntime(DEFAULT_TFLITE, name="default", threads=threads)
+        if model == "default" and (fmt == "onnx" or (fmt == "tflite" and DEFAULT_TFLITE.is_file())):
+            return open_model("default", fmt, threads)  # the shipped file
         path = self._export(model, fmt)
         if fmt == "tflite":
             return TFLiteRuntime(path, name=model, threads=threads)

@@ -40,6 +40,7 @@ BackgroundInput = Union[str, Path, "Image.Image", np.ndarray, tuple[int, int, in
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
 DEFAULT_TFLITE = WEIGHTS_DIR / "default.tflite"  # same weights, for LiteRT (phones, XNNPACK)
+LITERT_HINT = "pip install 'portraitseg[tflite]'"
 BACKENDS = ("auto", "onnx", "torch", "tflite")
 # RGBA inputs are flattened onto this colour: transparent regions of a logo/sticker-style PNG
 # then read as plain background instead of whatever RGB garbage sits under alpha = 0.
@@ -180,8 +181,7 @@ def open_model(model: str | Path, backend: str = "auto", threads: int | None = N
             return OnnxRuntime(DEFAULT_ONNX, name="default", threads=threads)
         if backend == "tflite":
             if not importlib.util.find_spec("ai_edge_litert"):
-                raise ValueError("backend 'tflite' needs the LiteRT runtime: "
-                                 "pip install 'portraitseg[tflite]'")
+                raise ValueError(f"backend 'tflite' needs the LiteRT runtime: {LITERT_HINT}")
             return TFLiteRuntime(DEFAULT_TFLITE, name="default", threads=threads)
         return TorchRuntime("default", name="default", threads=threads)
     return open_runtime(model, threads=threads)
