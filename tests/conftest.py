@@ -48,6 +48,18 @@ def first_stems(root: Path, split: str, n: int) -> list[str]:
     return lines[:n]
 
 
+@pytest.fixture(scope="module")
+def two_torch_threads():
+    """torch at 2 intra-op threads for a module (the test machine is shared: keeps them
+    predictable), restored afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``shared/data`` (skips when absent)."""

@@ -33,13 +33,7 @@ EXACT_PARAMS_UPSAMPLE_HEAD = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _few_threads():
-    # The test machine is shared: keep intra-op threads low so timings stay predictable.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.mark.parametrize("head", ["subpixel", "upsample"])
