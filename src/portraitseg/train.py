@@ -32,7 +32,14 @@ from .models import DEFAULT_MODEL, MobileUNet, model_config, to_subpixel_head
 class TrainConfig:
     train_cache: list[str] = field(default_factory=list)
     val_cache: list[str] = field(default_factory=list)
-    backgrounds: str | None = None  # image cache of background textures for compositing
+    backgrounds: str | list[str] | None = None  # image cache(s) of person-free backgrounds for compositing
+    # Draw weight per training source (dataset folder name, e.g. eg1800: 3.0): a sample of a source
+    # with weight w is drawn w times as often as under uniform sampling. Unlisted sources weigh 1.
+    # Empty = every sample exactly once per epoch (a permutation).
+    source_weights: dict[str, float] = field(default_factory=dict)
+    # Share of background draws per background source (folder name, e.g. scenes: 0.5, textures: 0.5);
+    # empty = every background image equally likely.
+    background_weights: dict[str, float] = field(default_factory=dict)
     init_weights: str | None = None  # warm start from a weights file (fine-tuning)
     model: str = DEFAULT_MODEL
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -152,12 +159,19 @@ class Trainer:
         self._seed_everything(cfg.seed + self.dist.rank)
         self.train_data = self._load(cfg.train_cache, cfg.limit)
         self.val_data = self._load(cfg.val_cache, None) if cfg.val_cache else None
-        bg = load_cache(cfg.backgrounds, cfg.workers).images if cfg.backgrounds else None
-        self.backgrounds = torch.from_numpy(bg).to(self.device) if bg is not None else None
+        bg = self._load_backgrounds(cfg.backgrounds)
+        self.backgrounds = torch.from_numpy(bg.images).to(self.device) if bg is not None else None
+        bg_probs = None
+        if bg is not None and cfg.background_weights:
+            bg_probs = torch.from_numpy(source_probs(bg, cfg.background_weights, shares=True)).to(self.device)
+        self.sample_probs = None
+        if cfg.source_weights:
+            probs = source_probs(self.train_data, cfg.source_weights, shares=False)
+            self.sample_probs = torch.from_numpy(probs).to(self.device)
         self.train_t = self._to_device(self.train_data)
         self.val_t = self._to_device(self.val_data) if self.val_data is not None else None
         self.augmenter = BatchAugmenter(
-            AugmentConfig(out_size=cfg.input_size, **cfg.augment), self.backgrounds
+            AugmentConfig(out_size=cfg.input_size, **cfg.augment), self.backgrounds, bg_probs
         )
 
         mcfg = model_config(cfg.model, input_size=cfg.input_size, **cfg.model_overrides)
@@ -215,6 +229,12 @@ class Trainer:
             raise ValueError(f"{paths[0]}: cache has no targets (an image-only cache?)")
         return data
 
+    def _load_backgrounds(self, paths: str | list[str] | None) -> CacheArrays | None:
+        if not paths:
+            return None
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        return concat_caches([load_cache(p, self.cfg.workers) for p in paths])
+
     def _to_device(self, data: CacheArrays) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return tuple(torch.from_numpy(a).to(self.device) for a in (data.images, data.targets, data.ignore))
 
@@ -256,7 +276,11 @@ class Trainer:
         # it; augmentation then continues on a per-rank stream.
         gen = self._generator(epoch, 0, rank=0)
         n = len(self.train_data)
-        perm = torch.randperm(n, generator=gen, device=self.device)
+        if self.sample_probs is None:
+            perm = torch.randperm(n, generator=gen, device=self.device)
+        else:
+            draws = self.steps_per_epoch * cfg.batch_size * self.dist.world
+            perm = torch.multinomial(self.sample_probs, draws, replacement=True, generator=gen)
         if self.dist.rank > 0:
             gen = self._generator(epoch, 0)
         per_rank = self.steps_per_epoch * cfg.batch_size
@@ -489,6 +513,28 @@ class Trainer:
         torch.set_rng_state(rng["torch"].cpu())
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+
+
+def source_probs(data: CacheArrays, weights: dict[str, float], shares: bool) -> np.ndarray:
+    """Per-sample draw probabilities from per-source weights.
+
+    ``shares=False``: a weight multiplies the source's uniform per-sample probability (unlisted
+    sources weigh 1). ``shares=True``: a weight is the source's share of all draws, split evenly
+    over its samples (unlisted sources get none).
+    """
+    unknown = set(weights) - set(data.source_names)
+    if unknown:
+        raise ValueError(
+            f"weights name unknown source(s) {sorted(unknown)}; the cache holds {data.source_names}"
+        )
+    counts = np.bincount(data.source, minlength=len(data.source_names)).astype(np.float64)
+    default = 0.0 if shares else 1.0
+    w = np.array([float(weights.get(name, default)) for name in data.source_names])
+    if (w < 0).any() or not (w * (counts > 0)).any():
+        raise ValueError(f"source weights must be >= 0 and not all zero: {weights}")
+    per_sample = w / counts.clip(min=1) if shares else w
+    probs = per_sample[data.source]
+    return (probs / probs.sum()).astype(np.float32)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", type=Path, help="output .npz")
     p.add_argument("--data", nargs="+", default=[], metavar="ROOT[:SPLIT]")
-    p.add_argument("--images", type=Path, help="unlabelled image folder (backgrounds)")
+    p.add_argument(
+        "--images", type=Path, nargs="+", help="unlabelled image folder(s) (backgrounds); each is one source"
+    )
     p.add_argument("--size", type=int, default=224)
     p.add_argument(
         "--quality", type=int, default=85, help="WebP quality of the images (targets are lossless)"

@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override any config field, e.g. --set augment.composite_p=0.5 model_overrides.width=0.75",
     )
     for f in dataclasses.fields(TrainConfig):
-        if f.name in ("train_cache", "val_cache", "augment", "model_overrides"):
-            continue
+        if f.default_factory is not dataclasses.MISSING:
+            continue  # lists and mappings: --train-cache/--val-cache above, the rest through --set
         flag = "--" + f.name.replace("_", "-")
         default_type = type(f.default) if f.default is not dataclasses.MISSING else str
         if default_type is bool:

@@ -214,9 +214,16 @@ def noise(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torc
 class BatchAugmenter:
     """Turns a batch of cached uint8 samples into augmented float tensors on their device."""
 
-    def __init__(self, cfg: AugmentConfig, backgrounds: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AugmentConfig,
+        backgrounds: torch.Tensor | None = None,
+        background_probs: torch.Tensor | None = None,
+    ) -> None:
         self.cfg = cfg
         self.backgrounds = backgrounds  # (K,S,S,3) uint8 on the training device, or None
+        # (K,) draw probabilities (e.g. real scenes as often as textures though fewer); None = uniform.
+        self.background_probs = background_probs
 
     def __call__(
         self, images: torch.Tensor, targets: torch.Tensor, ignore: torch.Tensor, gen: torch.Generator
@@ -245,7 +252,10 @@ class BatchAugmenter:
         bg, bg_t, bg_i = img[perm].flip(3), tgt[perm].flip(3), ign[perm].flip(3)
         if self.backgrounds is not None and len(self.backgrounds) > 0:
             # ... or a texture, which has no people at all.
-            idx = torch.randint(len(self.backgrounds), (b,), generator=gen, device=dev)
+            if self.background_probs is None:
+                idx = torch.randint(len(self.backgrounds), (b,), generator=gen, device=dev)
+            else:
+                idx = torch.multinomial(self.background_probs, b, replacement=True, generator=gen)
             tex = self.backgrounds[idx].permute(0, 3, 1, 2).float() / 255
             if tex.shape[-1] != img.shape[-1]:
                 tex = F.interpolate(tex, size=img.shape[-2:], mode="bilinear", align_corners=False)

@@ -105,17 +105,27 @@ def build_cache(
     return _save(out, arrays), skipped
 
 
-def build_image_cache(folder: str | Path, out: str | Path, size: int = 256, quality: int = 85) -> Path:
-    """Cache an unlabelled image folder (backgrounds for synthetic compositing)."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{folder}: no images found")
-    images = [
-        _encode(cv2.resize(read_rgb(p), (size, size), interpolation=cv2.INTER_AREA), False, quality)
-        for p in tqdm(files, desc=f"cache {folder.name}", unit="img")
-    ]
-    return _save(out, _arrays(images, [p.stem for p in files], [0] * len(files), [folder.name], size))
+def build_image_cache(
+    folders: str | Path | Sequence[str | Path], out: str | Path, size: int = 256, quality: int = 85
+) -> Path:
+    """Cache unlabelled image folders (backgrounds for synthetic compositing).
+
+    Each folder becomes one source (named after the folder), so training can weight them.
+    """
+    folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    images: list[bytes] = []
+    names: list[str] = []
+    source: list[int] = []
+    for i, folder in enumerate(folders):
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{folder}: no images found")
+        for p in tqdm(files, desc=f"cache {folder.name}", unit="img"):
+            img = cv2.resize(read_rgb(p), (size, size), interpolation=cv2.INTER_AREA)
+            images.append(_encode(img, False, quality))
+            names.append(p.stem)
+            source.append(i)
+    return _save(out, _arrays(images, names, source, [f.name for f in folders], size))
 
 
 def _arrays(
