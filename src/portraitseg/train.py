@@ -26,6 +26,7 @@ from .data.augment import AugmentConfig, BatchAugmenter, resize_batch
 from .data.cache import CacheArrays, concat_caches, load_cache
 from .losses import segmentation_loss
 from .models import DEFAULT_MODEL, MobileUNet, model_config, to_subpixel_head
+from .models.donors import load_donor_encoder
 
 
 @dataclass
@@ -41,6 +42,9 @@ class TrainConfig:
     # empty = every background image equally likely.
     background_weights: dict[str, float] = field(default_factory=dict)
     init_weights: str | None = None  # warm start from a weights file (fine-tuning)
+    # Pretrained encoder from a donor file (models/donors.py): the seed .tflite (Keras channels)
+    # or the DeepLab .onnx (TF-slim channels: set model_overrides.divisor=4). Decoder starts fresh.
+    init_encoder: str | None = None
     model: str = DEFAULT_MODEL
     model_overrides: dict[str, Any] = field(default_factory=dict)
     input_size: int = 224
@@ -181,6 +185,8 @@ class Trainer:
             if init.config.head == "upsample" and mcfg.head == "subpixel":
                 init = to_subpixel_head(init)  # fine-tune an older checkpoint in today's layout
             self.model.load_state_dict(init.state_dict())
+        if cfg.init_encoder:
+            load_donor_encoder(self.model.encoder, cfg.init_encoder)
         self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -27,9 +27,11 @@ class MobileNetV2Encoder(nn.Module):
     ``out_channels`` lists their channel counts so decoders can size themselves.
     """
 
-    def __init__(self, width: float = 0.5, in_channels: int = 3) -> None:
+    def __init__(self, width: float = 0.5, in_channels: int = 3, divisor: int = 8) -> None:
         super().__init__()
-        stem_ch = make_divisible(32 * width)
+        # divisor 8 is the Keras/torchvision channel rule; 4 gives TF-slim's counts at width 0.5
+        # (its 24-channel stage is 12 wide), so TF-slim-trained weights load exactly.
+        stem_ch = make_divisible(32 * width, divisor)
         self.stem = ConvBNAct(in_channels, stem_ch, 3, stride=2)
         stages: list[nn.Sequential] = []
         out_channels: list[int] = []
@@ -38,7 +40,7 @@ class MobileNetV2Encoder(nn.Module):
         stride_now = 2
         blocks: list[nn.Module] = []
         for t, c, n, s in MOBILENETV2_SETTINGS:
-            out_ch = make_divisible(c * width)
+            out_ch = make_divisible(c * width, divisor)
             if s == 2:
                 # A downsampling step closes the current resolution's stage.
                 stages.append(nn.Sequential(*blocks))

@@ -32,6 +32,8 @@ class MobileUNetConfig:
     # to_subpixel_head), at a quarter of the head's pixels: the upsample head was 0.7 of the
     # default model's 3.3 ms per 224-px frame in onnxruntime on one core.
     head: str = "subpixel"
+    # Encoder channel rounding (MobileNetV2Encoder): 8 = Keras rule (the default model), 4 = TF-slim's.
+    divisor: int = 8
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +106,7 @@ class MobileUNet(nn.Module):
         super().__init__()
         self.config = config or MobileUNetConfig()
         cfg = self.config
-        self.encoder = MobileNetV2Encoder(cfg.width)
+        self.encoder = MobileNetV2Encoder(cfg.width, divisor=cfg.divisor)
         enc = self.encoder.out_channels  # strides 2, 4, 8, 16, 32
         skips = tuple(reversed(enc[:-1]))  # strides 16, 8, 4, 2
         dec = decoder_channels(skips, cfg.decoder_scale, cfg.min_decoder_channels)
