@@ -25,11 +25,16 @@ class MobileNetV2Encoder(nn.Module):
     ``forward`` returns one feature map per stride (2, 4, 8, 16, 32): the last block output
     at each resolution, which is what the decoder's skip connections consume.
     ``out_channels`` lists their channel counts so decoders can size themselves.
+
+    ``divisor`` is the multiple channel counts are rounded to. 8 is the torchvision/Keras rule
+    (and the bundled model); TF-slim's DeepLab checkpoints were built with a finer rounding, so
+    ``divisor=4`` reproduces their counts (width 0.5: stem 16, stages 8, 12, 16, 32, 48, 80, 160)
+    and lets such weights be loaded.
     """
 
-    def __init__(self, width: float = 0.5, in_channels: int = 3) -> None:
+    def __init__(self, width: float = 0.5, in_channels: int = 3, divisor: int = 8) -> None:
         super().__init__()
-        stem_ch = make_divisible(32 * width)
+        stem_ch = make_divisible(32 * width, divisor)
         self.stem = ConvBNAct(in_channels, stem_ch, 3, stride=2)
         stages: list[nn.Sequential] = []
         out_channels: list[int] = []
@@ -38,7 +43,7 @@ class MobileNetV2Encoder(nn.Module):
         stride_now = 2
         blocks: list[nn.Module] = []
         for t, c, n, s in MOBILENETV2_SETTINGS:
-            out_ch = make_divisible(c * width)
+            out_ch = make_divisible(c * width, divisor)
             if s == 2:
                 # A downsampling step closes the current resolution's stage.
                 stages.append(nn.Sequential(*blocks))
