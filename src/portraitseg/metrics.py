@@ -122,6 +122,20 @@ def confusion(pred: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = N
     return Confusion(tp, fp, fn, tn)
 
 
+def batch_confusion(pred, truth, valid) -> Confusion:
+    """Confusion counts of boolean arrays of any (equal) shape, e.g. a whole (N,1,H,W) batch.
+
+    Array-API duck typing (``&``, ``~``, ``.sum()``): works on NumPy arrays and on torch tensors
+    without copying them off their device -- training validates on the GPU with it. ``valid``
+    is the complement of the ignore map.
+    """
+    tp = int((pred & truth & valid).sum())
+    fp = int((pred & ~truth & valid).sum())
+    fn = int((~pred & truth & valid).sum())
+    tn = int(valid.sum()) - tp - fp - fn
+    return Confusion(tp, fp, fn, tn)
+
+
 def _resize_long_side(mask: np.ndarray, long_side: int) -> np.ndarray:
     h, w = mask.shape
     scale = long_side / max(h, w)
