@@ -26,26 +26,45 @@ COMMANDS: dict[str, str] = {
     "video": "segment a video file (background replacement, mask, RGBA frames)",
     "webcam": "live segmentation from a camera, stream or file (window, file or virtual camera)",
 }
-# Third-party modules that only the optional extras install (see pyproject.toml).
-EXTRA_MODULES = ("torch", "onnx", "matplotlib", "litert_torch", "fastapi", "uvicorn", "multipart")
+# Third-party modules that only an optional extra installs (pyproject.toml) -> that extra.
+EXTRA_FOR_MODULE: dict[str, str] = {
+    "torch": "train",
+    "onnx": "train",
+    "matplotlib": "train",
+    "ai_edge_litert": "tflite",
+    "litert_torch": "tflite-export",
+    "fastapi": "server",
+    "uvicorn": "server",
+    "multipart": "server",
+}
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+def missing_extra(exc: ModuleNotFoundError, extra: str | None = None) -> CLIError | None:
+    """The one-line error for a missing optional dependency (naming the extra that installs
+    it), or None when ``exc`` is about something else (a real bug: let it surface)."""
+    root = (exc.name or "").split(".")[0]
+    if root not in EXTRA_FOR_MODULE:
+        return None
+    extra = extra or EXTRA_FOR_MODULE[root]
+    hint = f"pip install 'portraitseg[{extra}]'"
+    return CLIError(f"{root} is not installed; this command needs the '{extra}' extra: {hint}")
+
+
 @contextmanager
-def requires_extra(extra: str) -> Iterator[None]:
-    """Turn a missing optional dependency imported inside the block into a one-line CLIError
-    naming the extra that installs it (e.g. torch for ``train``: ``pip install 'portraitseg[train]'``)."""
+def requires_extra(extra: str | None = None) -> Iterator[None]:
+    """Turn a missing optional dependency imported inside the block into :func:`missing_extra`'s
+    CLIError (e.g. torch for ``train``: ``pip install 'portraitseg[train]'``)."""
     try:
         yield
     except ModuleNotFoundError as exc:
-        root = (exc.name or "").split(".")[0]
-        if root not in EXTRA_MODULES:
+        err = missing_extra(exc, extra)
+        if err is None:
             raise
-        hint = f"pip install 'portraitseg[{extra}]'"
-        raise CLIError(f"{root} is not installed; this command needs the '{extra}' extra: {hint}") from exc
+        raise err from exc
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -79,11 +98,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .memory import keep_freed_memory
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(only=_command_in(argv))
+    command = _command_in(argv)
+    try:
+        # A command module that imports an extra's package at the top fails here already.
+        with requires_extra():
+            parser = build_parser(only=command)
+    except CLIError as exc:
+        print(f"portraitseg {command}: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     keep_freed_memory()  # every command handles frames: reuse freed ones instead of re-faulting
     try:
-        return int(args.func(args) or 0)
+        with requires_extra():
+            return int(args.func(args) or 0)
     except (CLIError, FileNotFoundError, ValueError) as exc:
         print(f"portraitseg {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ from portraitseg.models import (
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "portraitseg" / "assets"
 BUNDLED_ONNX = bundled_weights_path("default.onnx")
 
-pytestmark = pytest.mark.usefixtures("two_torch_threads")
+pytestmark = pytest.mark.usefixtures("torch_threads")
 
 
 def _legacy_keys(state: dict) -> dict:

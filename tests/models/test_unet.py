@@ -33,7 +33,7 @@ EXACT_PARAMS_UPSAMPLE_HEAD = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("two_torch_threads")
+pytestmark = pytest.mark.usefixtures("torch_threads")
 
 
 @pytest.mark.parametrize("head", ["subpixel", "upsample"])
