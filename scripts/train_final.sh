@@ -8,11 +8,8 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 start=$(date +%s)
 "${PY:-python3}" scripts/profile_step.py --cache .carry/val224.npz --bg .carry/bg224.npz 2>&1 | grep -v 'img/s]' | tee "$out/profile.log"
 cl=$(sed -n 's/^BEST_CHANNELS_LAST=//p' "$out/profile.log"); cl=${cl:-true}
-train() {
-  "${PY:-python3}" -c 'import argparse, sys
-from portraitseg.commands import train as t
-p = argparse.ArgumentParser(); t.add_parser(p.add_subparsers())
-a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))' train --config configs/default.yaml --run final \
+train() {  # the CLI imports only the command it runs
+  "${PY:-python3}" -m portraitseg train --config configs/default.yaml --run final \
     --progress false --channels-last "$cl" "$@"
 }
 left=$(( budget - ($(date +%s) - start) ))

@@ -5,11 +5,8 @@
 set -u
 out=$1; shift
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-train() {  # run `portraitseg train` without importing the other subcommands
-  python3 -c 'import argparse, sys
-from portraitseg.commands import train as t
-p = argparse.ArgumentParser(); t.add_parser(p.add_subparsers())
-a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))' train "$@"
+train() {  # the CLI imports only the command it runs
+  python3 -m portraitseg train "$@"
 }
 pids=()
 for spec in "$@"; do

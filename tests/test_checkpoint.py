@@ -91,3 +91,23 @@ def test_checkpoint_without_a_head_field_loads_the_upsample_head(tmp_path: Path)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), old(x))
+
+
+def test_atomic_save_replaces_in_one_step_and_leaves_no_temporary(tmp_path: Path) -> None:
+    from portraitseg.checkpoint import atomic_save
+
+    path = atomic_save({"a": torch.ones(2)}, tmp_path / "run" / "last.pt")
+    atomic_save({"a": torch.zeros(2)}, path)
+    assert torch.equal(torch.load(path)["a"], torch.zeros(2))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_resume_needs_a_training_state(model: MobileUNet, tmp_path: Path) -> None:
+    from portraitseg.checkpoint import load_training_state
+
+    weights = save_weights(model, tmp_path / "w.pt")
+    with pytest.raises(ValueError, match="weights-only file; resume needs last.pt"):
+        load_training_state(weights)
+    state = {"model_config": model.config.to_dict(), "model": model.state_dict(), "optimizer": {}}
+    torch.save(state, tmp_path / "last.pt")
+    assert load_training_state(tmp_path / "last.pt")["optimizer"] == {}

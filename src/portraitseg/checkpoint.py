@@ -1,4 +1,9 @@
-"""Saving and loading models: training checkpoints, slim weight files and the bundled default."""
+"""Saving and loading models: training checkpoints, slim weight files and the bundled default.
+
+Every write is atomic (a temporary file renamed into place), so a crash mid-save never leaves
+a truncated ``last.pt``/``best.pt``. Files in the model's older key layout load unchanged
+(:func:`portraitseg.models.upgrade_state_dict`).
+"""
 
 from __future__ import annotations
 
@@ -29,30 +34,43 @@ def config_from_dict(data: dict[str, Any]) -> MobileUNetConfig:
     return MobileUNetConfig(**values)
 
 
-def save_weights(model: MobileUNet, path: str | Path, half: bool = False, extra: dict | None = None) -> Path:
-    """Write a slim file (config + weights, no optimiser) that ``load_model`` reads."""
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    payload = {"model_config": model.config.to_dict(), "model": state, **(extra or {})}
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a hidden temporary beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
     tmp.replace(path)
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def save_weights(model: MobileUNet, path: str | Path, half: bool = False, extra: dict | None = None) -> Path:
+    """Write a slim file (config + weights, no optimiser) that ``load_model`` reads."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    payload = {"model_config": model.config.to_dict(), "model": state, **(extra or {})}
+    return atomic_save(payload, path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:  # torch raises many types for a bad file
         raise ValueError(
             f"{path}: not a readable PyTorch checkpoint ({exc.__class__.__name__}: {exc})"
         ) from exc
     if not isinstance(data, dict) or "model" not in data or "model_config" not in data:
         raise ValueError(f"{path}: not a portraitseg checkpoint (missing 'model'/'model_config')")
+    return data
+
+
+def load_training_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """A ``last.pt`` written by a training run (optimiser, EMA, RNG states included)."""
+    data = load_checkpoint(path, device)
+    if "optimizer" not in data:
+        raise ValueError(f"{path}: weights-only file; resume needs last.pt from a training run")
     return data
 
 
@@ -68,5 +86,5 @@ def load_model(spec: str | Path = "default", device: str | torch.device = "cpu")
     state = {k: v.float() if v.is_floating_point() else v for k, v in data["model"].items()}
     # Checkpoints written under DDP or torch.compile carry name prefixes.
     state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
-    model.load_state_dict(state)
+    model.load_state_dict(state)  # MobileUNet.load_state_dict also maps the older key layout
     return model.to(device).eval()

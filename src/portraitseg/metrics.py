@@ -66,6 +66,20 @@ class Confusion:
         return 0.5 * (self.person_iou + self.background_iou)
 
 
+def batch_confusion(pred, truth, valid) -> Confusion:
+    """Confusion counts of boolean arrays of any (equal) shape, e.g. a whole (N,1,H,W) batch.
+
+    Array-API duck typing (``&``, ``~``, ``.sum()``): works on NumPy arrays and on torch tensors
+    without copying them off their device -- training validates on the GPU with it. ``valid``
+    is the complement of the ignore map.
+    """
+    tp = int((pred & truth & valid).sum())
+    fp = int((pred & ~truth & valid).sum())
+    fn = int((~pred & truth & valid).sum())
+    tn = int(valid.sum()) - tp - fp - fn
+    return Confusion(tp, fp, fn, tn)
+
+
 @dataclass
 class BoundaryCounts:
     """Boundary matches: predicted boundary pixels near a true one (precision side) and true

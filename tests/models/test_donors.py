@@ -91,9 +91,9 @@ def test_onnx_donor_matches_deeplab_features(anchors_dir: Path, two_torch_thread
 
 def test_donor_initialises_a_full_model(anchors_dir: Path) -> None:
     model = MobileUNet(MobileUNetConfig(divisor=4))
-    before = model.decoder[0].up.conv.weight.clone()
+    before = model.decoder.blocks[0].up.conv.weight.clone()
     load_donor_encoder(model.encoder, anchors_dir / "deeplab_mnv2_dm05_aiseg_513.onnx")
-    assert torch.equal(model.decoder[0].up.conv.weight, before)  # only the encoder changes
+    assert torch.equal(model.decoder.blocks[0].up.conv.weight, before)  # only the encoder changes
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1, 64, 64)
 
 

@@ -33,7 +33,7 @@ EXACT_PARAMS_UPSAMPLE_HEAD = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("two_torch_threads")
+pytestmark = pytest.mark.usefixtures("torch_threads")
 
 
 @pytest.mark.parametrize("head", ["subpixel", "upsample"])
@@ -89,11 +89,12 @@ def test_subpixel_conversion_is_exact_where_relu6_is_inactive() -> None:
     # sits, and the converted head must compute the same function (but for the outer two-pixel ring,
     # where the upsampling clamped and the zero padding now sits at low resolution).
     with torch.no_grad():
-        model.head_up.conv.weight.mul_(0.01)
-        model.head_up.bn.running_mean.zero_()
-        model.head_up.bn.running_var.fill_(1.0)
-        model.head_up.bn.weight.fill_(1.0)
-        model.head_up.bn.bias.fill_(3.0)
+        up = model.decoder.final
+        up.conv.weight.mul_(0.01)
+        up.bn.running_mean.zero_()
+        up.bn.running_var.fill_(1.0)
+        up.bn.weight.fill_(1.0)
+        up.bn.bias.fill_(3.0)
     new = to_subpixel_head(model)
     assert new.config.head == "subpixel" and new.config.width == model.config.width
     x = torch.rand(2, 3, 96, 64)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.cache import build_cache, build_image_cache
+from ..defaults import INPUT_SIZE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,11 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "or --images DIR for an unlabelled background folder.",
     )
     p.add_argument("out", type=Path, help="output .npz")
-    p.add_argument("--data", nargs="+", default=[], metavar="ROOT[:SPLIT]")
+    add = p.add_argument
+    add("--data", nargs="+", default=[], metavar="ROOT[:SPLIT]", help="labelled dataset(s), one source each")
     p.add_argument(
         "--images", type=Path, nargs="+", help="unlabelled image folder(s) (backgrounds); each is one source"
     )
-    p.add_argument("--size", type=int, default=224)
+    add("--size", type=int, default=INPUT_SIZE, help=f"side of the stored squares (default: {INPUT_SIZE})")
     p.add_argument(
         "--quality", type=int, default=85, help="WebP quality of the images (targets are lossless)"
     )
@@ -31,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `portraitseg --help` should not load OpenCV.
+    from ..data.cache import build_cache, build_image_cache
+
     if bool(args.data) == bool(args.images):
         raise ValueError("give either --data ROOT[:SPLIT] ... or --images DIR")
     if args.images:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..prepare import prepare
+from ..cli import requires_extra
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--backgrounds", type=Path, required=True, metavar="DIR", help="folder of background images"
     )
     p.add_argument("--per-image", type=int, default=2, metavar="K", help="composites per sample (default 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the background draws (default 0)")
     p.add_argument(
         "--portrait-crops", action="store_true", help="also write a head-and-shoulders crop of each composite"
     )
@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with requires_extra("train"):  # compositing reuses the torch augmentation ops
+        from ..prepare import prepare
     sources = []
     for spec in args.data:
         root, _, split = spec.partition(":")

@@ -6,9 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import yaml
-
-from ..train import TrainConfig, train
+from ..cli import requires_extra
+from ..train.config import TrainConfig, field_help, read_yaml
 
 _SCALARS = (int, float, str, bool)
 
@@ -17,31 +16,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model on cached data",
-        description="Train a Mobile-UNet. Options come from the defaults, then --config YAML, then flags.",
+        description="Train a Mobile-UNet. Options come from the defaults (the bundled model's recipe), "
+        "then --config YAML, then flags.",
     )
-    p.add_argument("--config", type=Path, help="YAML file with TrainConfig fields")
-    p.add_argument("--train-cache", nargs="+", help="training cache file(s) (.npz from `portraitseg cache`)")
-    p.add_argument("--val-cache", nargs="+", help="validation cache file(s)")
+    p.add_argument("--config", type=Path, help="YAML file with TrainConfig fields, e.g. configs/default.yaml")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    p.add_argument("--train-cache", nargs="+", help=field_help(fields["train_cache"]))
+    p.add_argument("--val-cache", nargs="+", help=field_help(fields["val_cache"]))
     p.add_argument("--resume", type=Path, help="continue from a last.pt written by an earlier run")
     p.add_argument(
         "--set",
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config field, e.g. --set augment.composite_p=0.5 model_overrides.width=0.75",
+        help="override any config field, e.g. --set augment.composite_p=0.5 model_overrides.width=0.75 "
+        "source_weights.eg1800=2",
     )
-    for f in dataclasses.fields(TrainConfig):
+    for f in fields.values():
         if f.default_factory is not dataclasses.MISSING:
             continue  # lists and mappings: --train-cache/--val-cache above, the rest through --set
         flag = "--" + f.name.replace("_", "-")
-        default_type = type(f.default) if f.default is not dataclasses.MISSING else str
+        default_type = type(f.default) if f.default is not None else str
         if default_type is bool:
-            p.add_argument(flag, type=_parse_bool, default=None, metavar="BOOL")
-        elif default_type in _SCALARS:
-            p.add_argument(flag, type=default_type, default=None)
+            p.add_argument(flag, type=_parse_bool, default=None, metavar="BOOL", help=field_help(f))
+        elif default_type in _SCALARS and f.default is not None:
+            p.add_argument(flag, type=default_type, default=None, help=field_help(f))
         else:  # optional fields (None default): infer from the annotation text
             kind = float if "float" in str(f.type) else int if "int" in str(f.type) else str
-            p.add_argument(flag, type=kind, default=None)
+            p.add_argument(flag, type=kind, default=None, help=field_help(f))
     p.set_defaults(func=run)
 
 
@@ -54,6 +56,8 @@ def _parse_bool(text: str) -> bool:
 
 
 def _apply_set(data: dict, items: list[str]) -> None:
+    import yaml
+
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
@@ -66,13 +70,7 @@ def _apply_set(data: dict, items: list[str]) -> None:
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    data: dict = {}
-    if args.config:
-        if not args.config.is_file():
-            raise FileNotFoundError(f"{args.config}: config file not found")
-        data = yaml.safe_load(args.config.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{args.config}: expected a mapping of TrainConfig fields")
+    data: dict = read_yaml(args.config) if args.config else {}
     for f in dataclasses.fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None:
@@ -83,6 +81,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
+    with requires_extra("train"):
+        from ..train.trainer import train
     best = train(cfg, resume=args.resume)
     print(f"best weights: {best}")
     return 0

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..defaults import INPUT_SIZE
+
 
 @dataclass
 class AugmentConfig:
-    out_size: int = 224
+    out_size: int = INPUT_SIZE
     flip_p: float = 0.5
     zoom_in_max: float = 1.8  # crop covers down to 1/1.8 of the side
     zoom_out_max: float = 1.35  # or up to 1.35x the side (content shrinks, borders reflect)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..defaults import INPUT_SIZE
 from .datasets import IMAGE_SUFFIXES, FolderDataset, Sample, open_dataset
 from .io import DataError, read_rgb
 
@@ -71,7 +72,7 @@ def _resize_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, n
 def build_cache(
     sources: Iterable[tuple[str | Path, str | Path | None]],
     out: str | Path,
-    size: int = 256,
+    size: int = INPUT_SIZE,
     quality: int = 85,
     on_error: str = "raise",
 ) -> tuple[Path, list[str]]:
@@ -106,7 +107,7 @@ def build_cache(
 
 
 def build_image_cache(
-    folders: str | Path | Sequence[str | Path], out: str | Path, size: int = 256, quality: int = 85
+    folders: str | Path | Sequence[str | Path], out: str | Path, size: int = INPUT_SIZE, quality: int = 85
 ) -> Path:
     """Cache unlabelled image folders (backgrounds for synthetic compositing).
 

@@ -25,12 +25,15 @@ class MobileNetV2Encoder(nn.Module):
     ``forward`` returns one feature map per stride (2, 4, 8, 16, 32): the last block output
     at each resolution, which is what the decoder's skip connections consume.
     ``out_channels`` lists their channel counts so decoders can size themselves.
+
+    ``divisor`` is the multiple channel counts are rounded to. 8 is the torchvision/Keras rule
+    (and the bundled model); TF-slim's DeepLab checkpoints were built with a finer rounding, so
+    ``divisor=4`` reproduces their counts (width 0.5: stem 16, stages 8, 12, 16, 32, 48, 80, 160)
+    and lets such weights be loaded.
     """
 
     def __init__(self, width: float = 0.5, in_channels: int = 3, divisor: int = 8) -> None:
         super().__init__()
-        # divisor 8 is the Keras/torchvision channel rule; 4 gives TF-slim's counts at width 0.5
-        # (its 24-channel stage is 12 wide), so TF-slim-trained weights load exactly.
         stem_ch = make_divisible(32 * width, divisor)
         self.stem = ConvBNAct(in_channels, stem_ch, 3, stride=2)
         stages: list[nn.Sequential] = []

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 from torch import nn
 
-from .unet import MobileNetV2Encoder, MobileUNet, MobileUNetConfig  # noqa: F401
+from ..defaults import DEFAULT_MODEL
+from .unet import MobileUNet, MobileUNetConfig
+
+__all__ = ["DEFAULT_MODEL", "create_model", "list_models", "model_config", "register"]
 
 _REGISTRY: dict[str, MobileUNetConfig] = {}
 
@@ -33,13 +35,11 @@ def create_model(name: str, **overrides) -> nn.Module:
     return MobileUNet(model_config(name, **overrides))
 
 
-def _register_defaults(factory: Callable[[str, MobileUNetConfig], None] = register) -> None:
+def _register_defaults() -> None:
     for width in (0.35, 0.5, 0.75, 1.0):
         for decoder in ("bilinear", "transpose"):
             tag = f"{int(round(width * 100)):03d}"
-            factory(f"mobile-unet-{tag}-{decoder}", MobileUNetConfig(width=width, decoder=decoder))
+            register(f"mobile-unet-{tag}-{decoder}", MobileUNetConfig(width=width, decoder=decoder))
 
 
 _register_defaults()
-
-DEFAULT_MODEL = "mobile-unet-050-bilinear"

@@ -1,18 +1,38 @@
-"""Mobile-UNet: MobileNetV2 encoder + U-Net decoder with skip connections at strides 16/8/4/2."""
+"""Mobile-UNet: MobileNetV2 encoder -> U-Net decoder (skips at strides 16/8/4/2) -> segmentation head."""
 
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBNAct, SeparableConv, make_divisible
+from ..defaults import INPUT_SIZE
+from .decoder import UPSAMPLE_MODES, DecoderBlock, GlobalContext, UNetDecoder, Upsample2x, decoder_channels
+from .head import SegmentationHead
 from .mobilenetv2 import MobileNetV2Encoder
 
-UPSAMPLE_MODES = ("transpose", "bilinear")
 HEADS = ("subpixel", "upsample")
+
+__all__ = [  # the decoder parts stay importable from here (export folds Upsample2x's BatchNorm)
+    "HEADS",
+    "UPSAMPLE_MODES",
+    "DecoderBlock",
+    "GlobalContext",
+    "MobileNetV2Encoder",
+    "MobileUNet",
+    "MobileUNetConfig",
+    "SegmentationHead",
+    "UNetDecoder",
+    "Upsample2x",
+    "count_parameters",
+    "decoder_channels",
+    "upgrade_state_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -25,78 +45,25 @@ class MobileUNetConfig:
     min_decoder_channels: int = 16
     dropout: float = 0.1
     context: bool = True
-    input_size: int = 224
+    input_size: int = INPUT_SIZE
     # "subpixel": the last x2 as a 3x3 conv to 4 phase maps at stride 2 + pixel shuffle (ESPCN);
     # "upsample": upsample the features to full resolution, then a 3x3 conv (checkpoints from
     # before the field existed). Same function up to where ReLU6 sits (see
     # to_subpixel_head), at a quarter of the head's pixels: the upsample head was 0.7 of the
     # default model's 3.3 ms per 224-px frame in onnxruntime on one core.
     head: str = "subpixel"
-    # Encoder channel rounding (MobileNetV2Encoder): 8 = Keras rule (the default model), 4 = TF-slim's.
+    # Encoder channel rounding (MobileNetV2Encoder): 8 = the bundled model; 4 = TF-slim's counts.
     divisor: int = 8
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class Upsample2x(nn.Module):
-    """x2 upsampling: a learned stride-2 transposed conv, or bilinear resize + 1x1 conv."""
-
-    def __init__(self, in_ch: int, out_ch: int, mode: str) -> None:
-        super().__init__()
-        if mode not in UPSAMPLE_MODES:
-            raise ValueError(f"decoder must be one of {UPSAMPLE_MODES}, got {mode!r}")
-        self.mode = mode
-        if mode == "transpose":
-            self.conv = nn.ConvTranspose2d(in_ch, out_ch, kernel_size=2, stride=2, bias=False)
-        else:
-            self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=1, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch)
-        self.act = nn.ReLU6(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        if self.mode == "bilinear":
-            # 1x1 conv before resizing: same result as after, at a quarter of the cost.
-            x = F.interpolate(self.conv(x), scale_factor=2.0, mode="bilinear", align_corners=False)
-        else:
-            x = self.conv(x)
-        return self.act(self.bn(x))
-
-
-class DecoderBlock(nn.Module):
-    """Upsample the deeper map, concatenate the encoder skip, refine with separable convs."""
-
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, mode: str, dropout: float) -> None:
-        super().__init__()
-        self.up = Upsample2x(in_ch, out_ch, mode)
-        self.refine = nn.Sequential(SeparableConv(out_ch + skip_ch, out_ch), SeparableConv(out_ch, out_ch))
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        x = self.up(x)
-        return self.dropout(self.refine(torch.cat([x, skip], dim=1)))
-
-
-def decoder_channels(skip_channels: tuple[int, ...], scale: float, minimum: int) -> tuple[int, ...]:
-    """Channel count of each decoder block, derived from the skip it merges with."""
-    return tuple(make_divisible(max(minimum, c * scale)) for c in skip_channels)
-
-
-class GlobalContext(nn.Module):
-    """Adds a projected global average to every position: cheap whole-image context that
-    helps tell a person from person-coloured background (export-friendly: mean + add)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.proj = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU6(inplace=True))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return x + self.proj(x.mean(dim=(2, 3), keepdim=True))
-
-
 class MobileUNet(nn.Module):
     """Portrait segmenter: RGB image (N,3,H,W) in [0,1] -> person logits (N,1,H,W).
 
+    ``encoder`` -> ``decoder`` -> ``head`` (the segmentation_models_pytorch shape); each part
+    sizes itself from the one before (``encoder.out_channels``, ``decoder.out_channels``).
     The [0,1] -> [-1,1] normalisation happens inside the model, so every runtime (torch,
     ONNX, TFLite, browser) feeds plain ``rgb / 255`` -- the same contract as MediaPipe.
     H and W must be multiples of 32 (the encoder's total stride).
@@ -104,80 +71,65 @@ class MobileUNet(nn.Module):
 
     def __init__(self, config: MobileUNetConfig | None = None) -> None:
         super().__init__()
-        self.config = config or MobileUNetConfig()
-        cfg = self.config
-        self.encoder = MobileNetV2Encoder(cfg.width, divisor=cfg.divisor)
-        enc = self.encoder.out_channels  # strides 2, 4, 8, 16, 32
-        skips = tuple(reversed(enc[:-1]))  # strides 16, 8, 4, 2
-        dec = decoder_channels(skips, cfg.decoder_scale, cfg.min_decoder_channels)
-        blocks = []
-        in_ch = enc[-1]
-        self.context = GlobalContext(in_ch) if cfg.context else nn.Identity()
-        for i, (skip_ch, out_ch) in enumerate(zip(skips, dec)):
-            # Dropout on the two coarse levels only: fine levels carry edge detail.
-            drop = cfg.dropout if i < 2 else 0.0
-            blocks.append(DecoderBlock(in_ch, skip_ch, out_ch, cfg.decoder, drop))
-            in_ch = out_ch
-        self.decoder = nn.ModuleList(blocks)
+        self.config = cfg = config or MobileUNetConfig()
         if cfg.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {cfg.head!r}")
-        if cfg.head == "subpixel":
-            self.head_up: nn.Module = ConvBNAct(in_ch, in_ch, kernel=1)
-            self.head = nn.Conv2d(in_ch, 4, kernel_size=3, padding=1)
-            self.shuffle: nn.Module = nn.PixelShuffle(2)
-        else:
-            self.head_up = Upsample2x(in_ch, in_ch, cfg.decoder)
-            self.head = nn.Conv2d(in_ch, 1, kernel_size=3, padding=1)
-            self.shuffle = nn.Identity()
-        self.decoder_channels = dec
+        self.encoder = MobileNetV2Encoder(cfg.width, divisor=cfg.divisor)
+        self.decoder = UNetDecoder(
+            self.encoder.out_channels,
+            mode=cfg.decoder,
+            scale=cfg.decoder_scale,
+            min_channels=cfg.min_decoder_channels,
+            dropout=cfg.dropout,
+            context=cfg.context,
+            final_upsample=cfg.head == "upsample",
+        )
+        self.head = SegmentationHead(self.decoder.out_channels, classes=1, upscale=self.decoder.out_stride)
+
+    @property
+    def decoder_channels(self) -> tuple[int, ...]:
+        """Channels of the four skip-merging decoder blocks (coarse to fine)."""
+        return self.decoder.block_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        feats = self.encoder(x * 2.0 - 1.0)
-        y = self.context(feats[-1])
-        for block, skip in zip(self.decoder, reversed(feats[:-1])):
-            y = block(y, skip)
-        return self.shuffle(self.head(self.head_up(y)))
+        return self.head(self.decoder(self.encoder(x * 2.0 - 1.0)))
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict`` that also accepts the older flat layout's keys."""
+        return super().load_state_dict(upgrade_state_dict(state_dict), strict=strict, assign=assign)
 
 
-# Bilinear x2 (align_corners=False) followed by a 3x3 conv, seen from the low-res grid (one
-# axis): _BILINEAR_X2_TAPS[p, j, k] is the weight that conv tap k (offset k-1 at full res) puts
-# on low-res neighbour j (offset j-1) for outputs of phase p (0: even, 1: odd row/column).
-# Each full-res pixel is 1/4-3/4 of its two nearest low-res ones.
-_BILINEAR_X2_TAPS = torch.tensor([
-    [[0.75, 0.25, 0.00], [0.25, 0.75, 0.75], [0.00, 0.00, 0.25]],  # even outputs
-    [[0.25, 0.00, 0.00], [0.75, 0.75, 0.25], [0.00, 0.25, 0.75]],  # odd outputs
-])
+# The layout before encoder/decoder/head classes: context, decoder blocks and the head's input
+# stage were direct children of the model. (prefix regex, replacement), applied once per key.
+_LEGACY_KEYS = (
+    (re.compile(r"^context(\.|$)"), r"decoder.context\1"),
+    (re.compile(r"^decoder\.(\d+)(\.|$)"), r"decoder.blocks.\1\2"),
+    (re.compile(r"^head_up(\.|$)"), r"decoder.final\1"),
+)
 
 
-@torch.no_grad()
-def to_subpixel_head(model: MobileUNet) -> MobileUNet:
-    """A copy of a bilinear ``head="upsample"`` model with the equivalent sub-pixel head.
+def _upgrade_key(key: str) -> str:
+    for pattern, repl in _LEGACY_KEYS:
+        new, n = pattern.subn(repl, key)
+        if n:
+            return new
+    return key
 
-    Exact for everything but ReLU6, which moves from after the bilinear upsampling to before
-    it (the BatchNorm folds into the 1x1 conv, and bilinear-then-3x3-conv is one 3x3 conv per
-    output phase at low resolution); plus the outermost two rows and columns, where the
-    upsampling clamped at the border and the zero padding now happens at low resolution.
-    On the bundled model: mIoU within 0.001 on every validation set (MODEL_CARD.md).
+
+def upgrade_state_dict(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """State dict (or checkpoint ``model`` entry) in today's key layout; others pass unchanged.
+
+    Older files (the bundled weights before this layout, any checkpoint saved by that code)
+    name ``context.*``, ``decoder.<i>.*`` and ``head_up.*``; today those live under
+    ``decoder.context``, ``decoder.blocks.<i>`` and ``decoder.final``. ``head.*`` kept its name.
     """
-    cfg = model.config
-    if cfg.head != "upsample" or cfg.decoder != "bilinear":
-        raise ValueError(f"only bilinear models with the upsample head convert (got head={cfg.head!r}, "
-                         f"decoder={cfg.decoder!r})")
-    new = MobileUNet(MobileUNetConfig(**{**cfg.to_dict(), "head": "subpixel"})).eval()
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(("head_up.", "head."))}
-    missing, _ = new.load_state_dict(own, strict=False)
-    assert all(k.startswith(("head_up.", "head.")) for k in missing), missing
-    up, conv1, bn1 = model.head_up, new.head_up[0], new.head_up[1]
-    conv1.weight.copy_(up.conv.weight)
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(bn1, name).copy_(getattr(up.bn, name))
-    bn1.eps = up.bn.eps
-    taps = _BILINEAR_X2_TAPS.to(model.head.weight)
-    # (phase_y, phase_x, in_ch, 3, 3) -> PixelShuffle's channel order phase_y * 2 + phase_x.
-    w = torch.einsum("yak,xbl,ckl->yxcab", taps, taps, model.head.weight[0])
-    new.head.weight.copy_(w.reshape(new.head.weight.shape))
-    new.head.bias.copy_(model.head.bias.expand(4))
-    return new
+    if not any(k.startswith("head_up.") for k in state):  # every older model had a head_up
+        return state
+    out: OrderedDict[str, Any] = OrderedDict((_upgrade_key(k), v) for k, v in state.items())
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:  # per-module versions (BatchNorm reads them), keyed by module path
+        out._metadata = OrderedDict((_upgrade_key(k), v) for k, v in metadata.items())  # type: ignore[attr-defined]
+    return out
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -79,7 +79,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-pytestmark = pytest.mark.usefixtures("two_torch_threads")
+pytestmark = pytest.mark.usefixtures("torch_threads")
 
 
 def test_short_training_learns_and_writes_everything(caches, tmp_path: Path) -> None:

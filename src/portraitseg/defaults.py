@@ -1,0 +1,11 @@
+"""Project-wide constants that several layers share (kept free of heavy imports, so the CLI,
+the data cache and the model can all read them without loading torch)."""
+
+from __future__ import annotations
+
+# Square side (px) the bundled model was trained and exported at; training caches, augmentation
+# and the model config default to it. Exported files carry their own size in their metadata.
+INPUT_SIZE = 224
+
+# Name of the registered model the bundled weights use (see ``portraitseg.models.registry``).
+DEFAULT_MODEL = "mobile-unet-050-bilinear"

@@ -1,0 +1,71 @@
+"""The CLI shell: lazy command registration, fast --help, one-line errors for missing extras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from portraitseg.cli import COMMANDS, build_parser
+
+
+def _subcommands(parser) -> dict:
+    return next(a for a in parser._actions if a.dest == "command")
+
+
+def test_listing_help_matches_each_command_module() -> None:
+    full = _subcommands(build_parser())
+    assert list(full.choices) == list(COMMANDS)
+    helps = {a.dest: a.help for a in full._choices_actions}
+    assert helps == COMMANDS  # the top-level table repeats each module's one-line help
+
+
+def test_help_imports_no_heavy_module_and_is_fast() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from portraitseg.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = [m for m in ('torch', 'cv2', 'onnxruntime', 'matplotlib', 'numpy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_only_the_chosen_command_is_imported() -> None:
+    code = (
+        "import sys\n"
+        "from portraitseg.cli import build_parser\n"
+        "build_parser(only='cache').parse_args(['cache', 'o.npz', '--images', 'x'])\n"
+        "names = ('train', 'predict', 'export', 'serve')\n"
+        "others = [c for c in names if f'portraitseg.commands.{c}' in sys.modules]\n"
+        "assert not others, others\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_torch_names_the_train_extra() -> None:
+    # sys.modules[name] = None makes `import name` fail like an absent package.
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "from portraitseg.cli import main\n"
+        "sys.exit(main(['train', '--train-cache', 'x.npz']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "portraitseg train: error: torch is not installed; this command needs the 'train' extra: "
+        "pip install 'portraitseg[train]'"
+    ]
+
+
+def test_inference_imports_no_torch() -> None:
+    code = "import sys, portraitseg.inference; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
