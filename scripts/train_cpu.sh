@@ -13,8 +13,8 @@ mix=(source_weights.eg1800=2.5 source_weights.pseudo_portrait=2.5 source_weights
      background_weights.scenes=0.6 background_weights.textures=0.4
      augment.composite_p=0.35 augment.composite_texture_frac=0.6 augment.portrait_crop_p=0.2)
 common=(--config configs/default.yaml --backgrounds .carry/bg224.npz --device cpu --workers 2
-        --channels-last true --compile true --progress false --batch-size 64 --ema-decay 0.998)
+        --channels-last true --compile false --progress false --batch-size 64 --ema-decay 0.998)
 portraitseg train "${common[@]}" --run "${prefix}_a160" --init-weights "$init" --input-size 160 \
-  --lr 0.001 --warmup-epochs 1 --epochs 100 --time-budget-s "$budget_a" --set "${mix[@]}"
+  --lr 0.0007 --warmup-epochs 1 --epochs 100 --time-budget-s "$budget_a" --set "${mix[@]}"
 portraitseg train "${common[@]}" --run "${prefix}_b224" --init-weights "checkpoints/${prefix}_a160/best.pt" \
   --input-size 224 --lr 0.0003 --warmup-epochs 0.5 --epochs 100 --time-budget-s "$budget_b" --set "${mix[@]}"

@@ -115,3 +115,10 @@ def test_init_encoder_loads_a_donor(mix_cache: Path, anchors_dir: Path, tmp_path
     stem_bn = encoder_convs(trainer.model.encoder)[0][1]
     assert not torch.allclose(stem_bn.running_var, torch.ones_like(stem_bn.running_var))  # donor's stats
     assert trainer.model.encoder.out_channels[1] == 12
+
+
+def test_compile_is_refused_on_cpu(mix_cache: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(train_cache=[str(mix_cache)], input_size=SIZE, device="cpu", workers=1,
+                      compile=True, out_dir=str(tmp_path))  # fmt: skip
+    with pytest.raises(ValueError, match="CUDA-only"):
+        Trainer(cfg)

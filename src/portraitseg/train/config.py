@@ -72,7 +72,7 @@ class TrainConfig:
     )
     amp: bool = _opt(True, "bf16 autocast on CUDA")
     channels_last: bool = _opt(True, "channels-last memory format (faster convs on GPU and CPU)")
-    compile: bool = _opt(False, "torch.compile the model")
+    compile: bool = _opt(False, "torch.compile the model (CUDA only: on CPU it trained with wrong gradients)")
     time_budget_s: float | None = _opt(None, "re-fit `epochs` after epoch 2 so training ends within this")
     seed: int = _opt(0, "seed of every random stream (a resumed run replays the same draws)")
     device: str = _opt("auto", "'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
