@@ -72,12 +72,13 @@ def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, 
         parser.add_argument(flag_name(f), type=_value_type(f, default), **kwargs)
 
 
-def config_changes(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+def config_changes(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = (),
+                   only: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The fields of ``cls`` given on the command line (or with a command default), converted
     back to the config's units."""
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name in skip or "help" not in f.metadata:
+        if f.name in skip or (only is not None and f.name not in only) or "help" not in f.metadata:
             continue
         value = getattr(args, dest_name(f), None)
         if value is None:
@@ -95,9 +96,10 @@ def _scaled(value: Any, scale: float | None, field: dataclasses.Field) -> Any:
     return int(scaled) if field.metadata.get("integer", True) else scaled
 
 
-def config_from_args(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = (), **extra: Any) -> Any:
-    """``cls(**defaults | flags given | extra)``."""
-    return cls(**{**config_changes(cls, args, skip), **extra})
+def config_from_args(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = (),
+                     only: tuple[str, ...] | None = None, **extra: Any) -> Any:
+    """``cls(**defaults | flags given | extra)`` (``skip``/``only`` as in :func:`add_config_flags`)."""
+    return cls(**{**config_changes(cls, args, skip, only), **extra})
 
 
 # --------------------------------------------------------------------------- post-processing flags

@@ -23,7 +23,7 @@ class ModelConfig:
     model: str = field(default="default", metadata={
         "help": "'default' (bundled, fastest backend), a .pt/.onnx/.tflite file or a peer name"})
     threads: int = field(default=1, metadata={
-        "help": "model threads; 1 leaves the other core to decoding/encoding"})
+        "help": "model threads; 1 leaves the other core to decoding/encoding", "metavar": "N"})
     smoothing: bool = field(default=True, metadata={"help": "motion-aware temporal smoothing of the masks"})
     postprocess: pp.PostprocessConfig = field(default_factory=pp.PostprocessConfig)
 
