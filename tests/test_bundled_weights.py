@@ -10,7 +10,7 @@ import pytest
 
 from portraitseg.data import open_dataset
 from portraitseg.evaluate import evaluate
-from portraitseg.runtimes import Runtime, open_runtime
+from portraitseg.runtimes import Runtime, open_model
 
 FLOORS = {"vikram_val": 0.90, "ccp_person": 0.942, "voc_person": 0.795}
 
@@ -19,8 +19,8 @@ FLOORS = {"vikram_val": 0.90, "ccp_person": 0.942, "voc_person": 0.795}
 def scores(shared_data: Path, anchors_dir: Path) -> dict[str, dict[str, float]]:
     """mIoU of ours and MediaPipe on each validation set (computed once for the module)."""
     runtimes: dict[str, Runtime] = {
-        "ours": open_runtime("default", threads=2),
-        "mediapipe": open_runtime("mediapipe_selfie_256", threads=2, anchors=anchors_dir),
+        "ours": open_model("default", threads=2),
+        "mediapipe": open_model("mediapipe_selfie_256", threads=2, anchors=anchors_dir),
     }
     out: dict[str, dict[str, float]] = {}
     for name in FLOORS:
