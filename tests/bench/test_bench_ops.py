@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import runpy
+import subprocess
+import sys
 
 import pytest
 
@@ -16,5 +17,5 @@ def test_postprocess_benchmark_runs_small() -> None:
 
 @pytest.mark.parametrize("module", ["portraitseg.postprocess", "portraitseg.temporal"])
 def test_old_benchmark_entry_points_name_the_new_one(module: str) -> None:
-    with pytest.raises(SystemExit, match="moved: python -m portraitseg.bench"):
-        runpy.run_module(module, run_name="__main__")
+    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True)
+    assert done.returncode == 1 and "moved: python -m portraitseg.bench" in done.stderr
