@@ -65,6 +65,36 @@ def test_fuse_conv_transpose_bn_with_groups(groups: int) -> None:
     assert torch.allclose(ref, out, atol=1e-5)
 
 
+class _Head(nn.Module):
+    """Conv -> BN under names no fusion code knows (an encoder/decoder/head re-organisation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(8)
+        self.out = nn.Conv2d(8, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.out(torch.relu(self.norm(self.proj(x))))
+
+
+class _Skewed(_Head):
+    """Registered conv-then-BN, but the BN is applied to something else: must not be folded silently."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.out(self.norm(torch.relu(self.proj(x))))
+
+
+def test_fusion_is_generic_and_verified() -> None:
+    torch.manual_seed(4)
+    m = randomise_bn(_Head(), seed=4)
+    fused = ex.fuse_batchnorm(m)
+    assert ex.count_batchnorms(fused) == 0 and ex.check_fusion(m, fused) < 1e-4
+    skewed = randomise_bn(_Skewed(), seed=4)
+    with pytest.raises(ValueError, match="BatchNorm folding"):
+        ex.check_fusion(skewed, ex.fuse_batchnorm(skewed))
+
+
 def test_check_fusion_detects_a_wrong_fold(model: nn.Module) -> None:
     fused = ex.fuse_batchnorm(model)
     with torch.no_grad():

@@ -219,7 +219,7 @@ def test_checkpoint_spec_opens_torch_runtime(tmp_path: Path, small_model: nn.Mod
     assert torch.get_num_threads() == before  # the process-wide setting is left as it was
 
 
-def test_open_runtime_errors_name_the_problem(tmp_path: Path) -> None:
+def test_open_model_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown peer|not a model"):
         open_model("no_such_model")
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
