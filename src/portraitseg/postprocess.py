@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .options import option
+
 Background = np.ndarray | tuple[int, int, int] | str
 
 
@@ -29,18 +31,20 @@ Background = np.ndarray | tuple[int, int, int] | str
 class PostprocessConfig:
     """Options of :func:`apply`; each step is off when its size/flag is 0/False/None."""
 
-    guided: bool = True  # edge-aware upsampling; False = plain bilinear
-    guided_radius: int = 2  # box radius at the low (working) resolution
-    guided_eps: float = 1e-3  # regularisation: larger = smoother, less edge-following
-    guided_work_side: int = 0  # working long side; 0 = the low-res mask's long side
-    keep_largest: bool = True  # on by default: +0.004-0.007 boundary F1 (docs/postprocess.md)
-    component_fraction: float = 0.25  # keep components >= this x the largest's area
-    component_threshold: float = 0.5
-    component_margin: int = 0  # px of soft fringe kept around kept components; 0 = auto
-    open_size: int = 0  # odd kernel size (px at full res); 0 = off
-    close_size: int = 0
-    blur_size: int = 0  # odd box size of the antialiasing blur (px at full res); 0 = off
-    smoothstep: tuple[float, float] | None = None  # (edge0, edge1)
+    guided: bool = option(True, "edge-aware (guided filter) upsampling; off = plain bilinear")
+    guided_radius: int = option(2, "guided filter box radius at the low (working) resolution", metavar="N")
+    guided_eps: float = option(1e-3, "guided filter regularisation: larger = smoother, less edge-following",
+                               metavar="EPS")
+    guided_work_side: int = option(0, "guided filter working long side; 0 = the low-res mask's", metavar="PX")
+    # On by default: +0.004-0.007 boundary F1 (docs/postprocess.md).
+    keep_largest: bool = option(True, "keep the main person: drop components much smaller than the largest")
+    component_fraction: float = option(0.25, "keep components >= this x the largest's area", metavar="F")
+    component_threshold: float = option(0.5, "probability that puts a pixel in a component", metavar="P")
+    component_margin: int = option(0, "px of soft fringe kept around kept components; 0 = auto", metavar="PX")
+    open_size: int = option(0, "morphological opening, odd kernel px at full res; 0 = off", metavar="PX")
+    close_size: int = option(0, "morphological closing, odd kernel px at full res; 0 = off", metavar="PX")
+    blur_size: int = option(0, "antialiasing box blur, odd px at full resolution; 0 = off", metavar="PX")
+    smoothstep: tuple[float, float] | None = option(None, "smooth-step threshold edges (edge0, edge1)")
 
     def validate(self) -> None:
         for name in ("open_size", "close_size", "blur_size"):

@@ -9,8 +9,10 @@ import cv2
 
 from ..video import VideoConfig, process_file
 
+BENCH_FRAMES = 150  # 5 s at 30 fps: long enough for steady per-stage numbers
 
-def make_bench_clip(path: Path, width: int = 1280, height: int = 720, frames: int = 150) -> Path:
+
+def make_bench_clip(path: Path, width: int = 1280, height: int = 720, frames: int = BENCH_FRAMES) -> Path:
     """A procedural 720p test clip (person moving over a textured backdrop) for ``--bench``."""
     from ..testclips import ClipConfig, make_clip, synthetic_background, synthetic_person, write_video
 
@@ -24,7 +26,7 @@ def make_bench_clip(path: Path, width: int = 1280, height: int = 720, frames: in
 
 
 def run_video_bench(
-    workdir: Path, ext: str = ".mp4", frames: int = 150, cfg: VideoConfig | None = None
+    workdir: Path, ext: str = ".mp4", frames: int = BENCH_FRAMES, cfg: VideoConfig | None = None
 ) -> dict[str, object]:
     """End-to-end file -> file frames/s at 1280x720: default model, smoothing on, background
     replaced by an image; decoding (MJPG .avi input) and encoding (codec of ``ext``) included."""

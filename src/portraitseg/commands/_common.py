@@ -106,22 +106,16 @@ def config_from_args(cls: type, args: argparse.Namespace, skip: tuple[str, ...] 
 
 
 def add_postprocess_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per PostprocessConfig field, so the CLI mirrors the config as it evolves."""
+    """One flag per PostprocessConfig field (help from the config), so the CLI mirrors the
+    config as it evolves; ``--smoothstep EDGE0 EDGE1`` / ``--no-smoothstep`` for the pair."""
     from ..postprocess import PostprocessConfig
 
     group = parser.add_argument_group("post-processing (defaults: PostprocessConfig)")
-    for f in dataclasses.fields(PostprocessConfig):
-        default = f.default
-        if f.name == "smoothstep":
-            group.add_argument("--smoothstep", nargs=2, type=float, metavar=("EDGE0", "EDGE1"),
-                               help=f"smoothstep threshold edges (default: {default})")
-            group.add_argument("--no-smoothstep", action="store_true", help="disable smoothstep")
-        elif isinstance(default, bool):
-            group.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
-                               default=None, help=f"(default: {default})")
-        else:
-            group.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=None, metavar="N",
-                               help=f"(default: {default})")
+    add_config_flags(group, PostprocessConfig, skip=("smoothstep",))
+    smoothstep = next(f for f in dataclasses.fields(PostprocessConfig) if f.name == "smoothstep")
+    group.add_argument("--smoothstep", nargs=2, type=float, metavar=("EDGE0", "EDGE1"),
+                       help=_help(smoothstep, smoothstep.default))
+    group.add_argument("--no-smoothstep", action="store_true", help="disable smoothstep")
 
 
 def postprocess_config(args: argparse.Namespace):

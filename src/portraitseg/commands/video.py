@@ -39,6 +39,8 @@ def add_common_effect_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..bench.video import BENCH_FRAMES
+
     parser = subparsers.add_parser(
         "video",
         help="segment a video file (background replacement, mask, RGBA frames)",
@@ -52,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--alpha", metavar="DIR", type=Path, help="also write RGBA PNGs (frame_000000.png, ...) to DIR")
     add("--no-audio", action="store_true", help="do not copy the audio track")
     add("--bench", action="store_true", help="benchmark on a generated 1280x720 clip (IN/OUT not needed)")
-    add("--bench-frames", type=int, default=150, help="frames in the benchmark clip (default: %(default)s)")
+    add("--bench-frames", type=int, default=BENCH_FRAMES, metavar="N",
+        help="frames in the benchmark clip (default: %(default)s)")
     add(
         "--json", metavar="PATH", type=Path, help="write the run's numbers (fps, per-stage ms, codec) as JSON"
     )

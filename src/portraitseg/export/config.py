@@ -3,8 +3,9 @@ flags) and the constants the export modules share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..options import option as _opt
 from ..runtimes import OUTPUT_KINDS
 
 FORMATS = ("onnx", "tflite")
@@ -21,11 +22,6 @@ SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
 # so it only gets the report (its error depends on the calibration set).
 VERIFY_MAX_PROB_DIFF: dict[str, float | None] = {"fp32": 1e-4, "fp16": 0.05, "int8": None}
 INT8_SELECTION_IMAGES = 12  # held-out photos that decide per-channel vs per-tensor
-
-
-def _opt(default: object, help: str, **meta: object) -> object:
-    """A config field with the help text (and CLI hints) its generated flag shows."""
-    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..runtimes import TFLITE_METADATA_KEY
-from ..runtimes.tflite import _as_str
+from ..runtimes.tflite import decode_name
 from .config import INPUT_NAME, ExportConfig, output_name
 
 TFLITE_MISSING = (
@@ -109,7 +109,8 @@ def add_tflite_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
     entry = schema.MetadataT()
     entry.name = TFLITE_METADATA_KEY
     entry.buffer = len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or []) if _as_str(m.name) != TFLITE_METADATA_KEY] + [entry]
+    others = [m for m in (model.metadata or []) if decode_name(m.name) != TFLITE_METADATA_KEY]
+    model.metadata = [*others, entry]
     builder = flatbuffers.Builder(len(model_bytes) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

@@ -22,7 +22,8 @@ from .contracts import (
 TFLITE_METADATA_KEY = "portraitseg"
 
 
-def _as_str(value: bytes | str | None) -> str:
+def decode_name(value: bytes | str | None) -> str:
+    """A flatbuffer name (bytes or str, maybe None) as str."""
     return value.decode() if isinstance(value, bytes) else (value or "")
 
 
@@ -36,7 +37,7 @@ def read_tflite_metadata(path: str | Path) -> dict[str, str]:
         model = schema.Model.GetRootAs(data, 0)
         for i in range(model.MetadataLength()):
             entry = model.Metadata(i)
-            if _as_str(entry.Name()) == TFLITE_METADATA_KEY:
+            if decode_name(entry.Name()) == TFLITE_METADATA_KEY:
                 return json.loads(bytes(model.Buffers(entry.Buffer()).DataAsNumpy()).decode())
     except (ValueError, UnicodeDecodeError, IndexError, AttributeError):
         return {}

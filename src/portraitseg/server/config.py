@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .. import postprocess as pp
+from ..options import option as _opt
 
 MB = 1024 * 1024
-
-
-def _opt(default: Any = None, help: str = "", factory: Callable[[], Any] | None = None, **meta: Any) -> Any:
-    """A config field with the help text (and CLI hints) of its ``portraitseg serve`` flag."""
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import postprocess as pp
+from ..options import option
 from ..pipeline import Pipeline, StageTimes
 from ..temporal import SmoothingConfig
 from .io import VIDEO_EXTS, VideoBackground
@@ -20,11 +21,9 @@ Effect = pp.Background | VideoBackground | str  # str: "mask" or "none" besides 
 class ModelConfig:
     """The model side of a video run (the file and live pipelines share it)."""
 
-    model: str = field(default="default", metadata={
-        "help": "'default' (bundled, fastest backend), a .pt/.onnx/.tflite file or a peer name"})
-    threads: int = field(default=1, metadata={
-        "help": "model threads; 1 leaves the other core to decoding/encoding", "metavar": "N"})
-    smoothing: bool = field(default=True, metadata={"help": "motion-aware temporal smoothing of the masks"})
+    model: str = option("default", "'default' (bundled, fastest backend), a .pt/.onnx/.tflite file or a peer")
+    threads: int = option(1, "model threads; 1 leaves the other core to decoding/encoding", metavar="N")
+    smoothing: bool = option(True, "motion-aware temporal smoothing of the masks")
     postprocess: pp.PostprocessConfig = field(default_factory=pp.PostprocessConfig)
 
     def validate(self) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ..options import option
 from ..pipeline import Pipeline
 from .effects import Effect, render_effect
 from .io import FrameSource
@@ -37,10 +38,9 @@ class LiveConfig:
     capture fps (the mask arrives one latency late and is replaced one latency later), so the
     default 15 covers a 70 ms model on a 100 fps source or a 230 ms model at 30 fps."""
 
-    max_mask_age: int = field(default=DEFAULT_MAX_MASK_AGE, metadata={
-        "help": "frames a mask may be reused for; older masks are not shown", "metavar": "N"})
-    max_frames: int | None = field(default=None, metadata={
-        "help": "stop after N captured frames", "metavar": "N", "type": int})
+    max_mask_age: int = option(DEFAULT_MAX_MASK_AGE, "frames a mask may be reused for (older: not shown)",
+                               metavar="N")
+    max_frames: int | None = option(None, "stop after N captured frames", metavar="N", type=int)
     pace_fps: float | None = None  # replay a file at this rate, like a camera (None: as fast as read)
     # A camera cannot wait, so when rendering falls behind the oldest frame is dropped; a file
     # read as fast as possible can, so capture blocks instead (no frame lost).
