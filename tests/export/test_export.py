@@ -290,3 +290,18 @@ def test_cli_int8_without_calibration_data_exits_2(model: nn.Module, tmp_path: P
     weights = save_weights(model, tmp_path / "w.pt")
     assert main(["export", str(weights), "--precision", "int8"]) == 2
     assert "--calib-data" in capsys.readouterr().err
+
+
+def test_tflite_metadata_written_by_export_is_read_by_the_runtime(tmp_path: Path) -> None:
+    """One writer (export) and one reader (runtimes): the contract survives the round trip."""
+    pytest.importorskip("ai_edge_litert", reason="LiteRT runtime not installed: pip install '.[tflite]'")
+    from portraitseg.export.tflite import add_tflite_metadata
+    from portraitseg.runtimes import DEFAULT_TFLITE, TFLiteRuntime, read_tflite_metadata
+
+    meta = {"output_kind": "probability", "input_size": "224", "layout": "NHWC"}
+    tagged = tmp_path / "tagged.tflite"
+    once = add_tflite_metadata(DEFAULT_TFLITE.read_bytes(), {"x": "1"})
+    tagged.write_bytes(add_tflite_metadata(once, meta))
+    assert read_tflite_metadata(tagged) == meta  # re-tagging replaces the entry
+    assert ex.read_metadata(tagged) == meta
+    assert TFLiteRuntime(tagged).output_format.kind == "probability"
