@@ -11,7 +11,7 @@ import pytest
 from conftest import model_threads
 from portraitseg.data import open_dataset
 from portraitseg.evaluate import evaluate
-from portraitseg.runtimes import Runtime, open_runtime
+from portraitseg.runtimes import Runtime, open_model
 
 FLOORS = {"vikram_val": 0.90, "ccp_person": 0.942, "voc_person": 0.795}
 
@@ -20,8 +20,8 @@ FLOORS = {"vikram_val": 0.90, "ccp_person": 0.942, "voc_person": 0.795}
 def scores(shared_data: Path, anchors_dir: Path) -> dict[str, dict[str, float]]:
     """mIoU of ours and MediaPipe on each validation set (computed once for the module)."""
     runtimes: dict[str, Runtime] = {
-        "ours": open_runtime("default", threads=model_threads()),
-        "mediapipe": open_runtime("mediapipe_selfie_256", threads=model_threads(), anchors=anchors_dir),
+        "ours": open_model("default", threads=model_threads()),
+        "mediapipe": open_model("mediapipe_selfie_256", threads=model_threads(), anchors=anchors_dir),
     }
     out: dict[str, dict[str, float]] = {}
     for name in FLOORS:

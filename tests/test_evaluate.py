@@ -22,7 +22,7 @@ from portraitseg.evaluate import (
     write_reports,
     write_rows_csv,
 )
-from portraitseg.runtimes import InputFormat, OutputFormat, Runtime, open_runtime
+from portraitseg.runtimes import InputFormat, OutputFormat, Runtime, open_model
 
 HEADLINE_KEYS = {"miou", "person_iou", "background_iou", "pixel_accuracy", "boundary_f1", "n_images"}
 
@@ -46,7 +46,7 @@ def mediapipe() -> Runtime:
     anchors = shared_dir() / "anchors"
     if not anchors.is_dir():
         pytest.skip(f"peer models not found at {anchors} (set PORTRAITSEG_SHARED to the shared folder)")
-    return open_runtime("mediapipe_selfie_256", threads=1, anchors=anchors)
+    return open_model("mediapipe_selfie_256", threads=1, anchors=anchors)
 
 
 class RedRuntime(Runtime):

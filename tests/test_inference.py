@@ -179,8 +179,7 @@ def test_bundled_onnx_is_the_bundled_checkpoint(vikram: Path) -> None:
     # default.onnx is exported from default.pt: a re-trained or converted .pt without a fresh
     # export would silently ship two different models.
     from portraitseg.data import open_dataset
-    from portraitseg.inference import DEFAULT_ONNX
-    from portraitseg.runtimes import OnnxRuntime, TorchRuntime
+    from portraitseg.runtimes import DEFAULT_ONNX, OnnxRuntime, TorchRuntime
 
     onnx_rt, torch_rt = OnnxRuntime(DEFAULT_ONNX, threads=2), TorchRuntime("default", threads=2)
     assert onnx_rt.input_size == torch_rt.input_size == (224, 224)
@@ -194,8 +193,7 @@ def test_bundled_onnx_is_the_bundled_checkpoint(vikram: Path) -> None:
 def test_bundled_tflite_is_the_bundled_checkpoint(vikram: Path) -> None:
     pytest.importorskip("ai_edge_litert", reason="LiteRT runtime not installed: pip install '.[tflite]'")
     from portraitseg.data import open_dataset
-    from portraitseg.inference import DEFAULT_TFLITE
-    from portraitseg.runtimes import TFLiteRuntime, TorchRuntime
+    from portraitseg.runtimes import DEFAULT_TFLITE, TFLiteRuntime, TorchRuntime
 
     tfl, torch_rt = TFLiteRuntime(DEFAULT_TFLITE, threads=2), TorchRuntime("default", threads=2)
     assert tfl.input_format.layout == "NHWC" and tfl.input_size == (224, 224)

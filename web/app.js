@@ -3,8 +3,11 @@
 // No framework: one module, state in `state` (also exposed as window.__ps for the browser test).
 import * as ort from "./vendor/ort.min.mjs";
 
-const SIZE = 224; // model input (square, stretched: the same preprocessing as the Python runtime)
+// Model input side (square, stretched: the same preprocessing as the Python runtime). Read from
+// the served model (GET /healthz input_size) before the model loads; 224 only until then.
+let SIZE = 224;
 const MODEL_URL = "/model.onnx";
+const HEALTH_URL = "/healthz";
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 
@@ -18,20 +21,37 @@ const state = {
 };
 window.__ps = state;
 
-// Working canvases: model input, mask (alpha channel), person layer.
-const inputCanvas = makeCanvas(SIZE, SIZE);
-const inputCtx = inputCanvas.getContext("2d", { willReadFrequently: true });
-const maskCanvas = makeCanvas(SIZE, SIZE);
-const maskCtx = maskCanvas.getContext("2d");
-const maskImage = maskCtx.createImageData(SIZE, SIZE);
+// Working canvases: model input, mask (alpha channel), person layer; sized by allocate().
+let inputCanvas, inputCtx, maskCanvas, maskCtx, maskImage, inputTensorData;
+allocate(SIZE);
 const personCanvas = makeCanvas(1, 1);
 const personCtx = personCanvas.getContext("2d");
 const output = $("output");
 const outCtx = output.getContext("2d", { willReadFrequently: true });
-const inputTensorData = new Float32Array(3 * SIZE * SIZE);
 let session = null;
 let fpsWindow = [];
 let modelWindow = [];
+
+function allocate(size) {
+  SIZE = size;
+  state.mask = new Float32Array(size * size);
+  state.prev = null;
+  inputCanvas = makeCanvas(size, size);
+  inputCtx = inputCanvas.getContext("2d", { willReadFrequently: true });
+  maskCanvas = makeCanvas(size, size);
+  maskCtx = maskCanvas.getContext("2d");
+  maskImage = maskCtx.createImageData(size, size);
+  inputTensorData = new Float32Array(3 * size * size);
+}
+
+async function servedInputSize() {
+  try {
+    const health = await (await fetch(HEALTH_URL)).json();
+    const [h, w] = health.input_size || [];
+    if (Number.isInteger(h) && h === w && h > 0) return h;
+  } catch (_) { /* no server health endpoint (static hosting): keep the default */ }
+  return SIZE;
+}
 
 function makeCanvas(w, h) {
   const c = document.createElement("canvas");
@@ -59,6 +79,7 @@ async function loadModel() {
   ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   // ORT can run WASM inference in a proxy worker (?proxy=1) so drawing never waits on it.
   ort.env.wasm.proxy = params.get("proxy") === "1"; // measured: proxy made inference ~10x slower here
+  allocate(await servedInputSize());
   const providers = await pickProviders();
   session = await ort.InferenceSession.create(MODEL_URL, { executionProviders: providers, graphOptimizationLevel: "all" });
   state.backend = providers[0] + (providers[0] === "wasm" ? ` x${ort.env.wasm.numThreads}` : "");

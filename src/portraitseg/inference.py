@@ -3,7 +3,7 @@
 ```python
 from portraitseg import Segmenter
 
-seg = Segmenter()                                   # bundled model, ONNX Runtime, default post-processing
+seg = Segmenter()                                   # bundled model, fastest backend, default post-processing
 alpha = seg.mask("photo.jpg")                       # float32 (H, W) in [0, 1]
 rgba = seg.cutout("photo.jpg")                      # uint8 (H, W, 4), straight alpha
 out = seg.replace_background("photo.jpg", "beach.jpg")   # or (0, 255, 0), "green", "#00ff00", "blur"
@@ -14,13 +14,14 @@ Images may be a path (str/Path), a ``PIL.Image`` or a numpy array. Arrays are ta
 white); uint16 scaled to 8 bits; float in [0, 1] scaled by 255. Files and PIL images go through
 :func:`load_image` (EXIF orientation, grayscale/RGBA/16-bit/CMYK/palette conversion).
 
-A ``Segmenter`` is not thread-safe (it reuses post-processing buffers between calls): use one
-per thread.
+A ``Segmenter`` is the user-facing face of :class:`~portraitseg.pipeline.Pipeline` (it adds
+image loading and background parsing); models open through
+:func:`~portraitseg.runtimes.open_model`. It is not thread-safe (it reuses post-processing
+buffers between calls): use one per thread.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -29,7 +30,8 @@ import numpy as np
 
 from . import postprocess as pp
 from .data.io import DataError
-from .runtimes import OnnxRuntime, Runtime, TFLiteRuntime, TorchRuntime, open_runtime, output_to_prob
+from .pipeline import Pipeline
+from .runtimes import Runtime, open_model
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -37,11 +39,6 @@ if TYPE_CHECKING:
 ImageInput = Union[str, Path, "Image.Image", np.ndarray]
 BackgroundInput = Union[str, Path, "Image.Image", np.ndarray, tuple[int, int, int]]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
-DEFAULT_TFLITE = WEIGHTS_DIR / "default.tflite"  # same weights, for LiteRT (phones, XNNPACK)
-LITERT_HINT = "pip install 'portraitseg[tflite]'"
-BACKENDS = ("auto", "onnx", "torch", "tflite")
 # RGBA inputs are flattened onto this colour: transparent regions of a logo/sticker-style PNG
 # then read as plain background instead of whatever RGB garbage sits under alpha = 0.
 TRANSPARENT_FILL = (255, 255, 255)
@@ -83,7 +80,7 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
     elif arr.dtype == np.uint16:
         arr = (arr >> 8).astype(np.uint8)
     elif np.issubdtype(arr.dtype, np.floating):
-        arr = np.clip(np.nan_to_num(arr) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        arr = pp.to_u8(np.nan_to_num(arr))  # [0, 1] floats: the same rounding as a matte
     elif np.issubdtype(arr.dtype, np.integer):
         # Wider ints (PIL mode "I" from 16-bit PNGs): values are 16-bit.
         arr = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
@@ -159,34 +156,6 @@ def parse_background(background: BackgroundInput) -> pp.Background:
 # --------------------------------------------------------------------------- segmenter
 
 
-def resolve_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-    if backend == "auto":
-        return "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
-    return backend
-
-
-def open_model(model: str | Path, backend: str = "auto", threads: int | None = None) -> Runtime:
-    """``"default"``, a .pt/.onnx/.tflite path or a peer name -> runtime.
-
-    ``backend`` picks between the bundled ONNX, TFLite and PyTorch files for ``"default"``
-    (``"auto"``: ONNX); for a file the suffix decides. Peer files/names (e.g.
-    ``mediapipe_selfie_256``) get their own pre/post-processing through
-    :func:`~portraitseg.runtimes.open_runtime`.
-    """
-    backend = resolve_backend(backend)
-    if str(model) == "default":
-        if backend == "onnx":
-            return OnnxRuntime(DEFAULT_ONNX, name="default", threads=threads)
-        if backend == "tflite":
-            if not importlib.util.find_spec("ai_edge_litert"):
-                raise ValueError(f"backend 'tflite' needs the LiteRT runtime: {LITERT_HINT}")
-            return TFLiteRuntime(DEFAULT_TFLITE, name="default", threads=threads)
-        return TorchRuntime("default", name="default", threads=threads)
-    return open_runtime(model, threads=threads)
-
-
 @dataclass
 class Prediction:
     """One image's results: the RGB input and its alpha matte (both owned by the caller)."""
@@ -198,6 +167,8 @@ class Prediction:
 class Segmenter:
     """Person segmentation with a model loaded once; see the module docstring.
 
+    ``model``/``backend``/``threads`` go to :func:`~portraitseg.runtimes.open_model`
+    (``"default"`` + ``"auto"``: the bundled model on the fastest installed backend);
     ``threads=None`` leaves the backend's default (all cores); ``postprocess=None`` uses
     :class:`~portraitseg.postprocess.PostprocessConfig`'s defaults.
     """
@@ -209,38 +180,47 @@ class Segmenter:
         postprocess: pp.PostprocessConfig | None = None,
         threads: int | None = None,
     ) -> None:
-        self.runtime = open_model(model, backend, threads)
-        self.postprocessor = pp.Postprocessor(postprocess)
+        self.pipeline = Pipeline(open_model(model, backend, threads), postprocess)
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.pipeline.runtime
+
+    @property
+    def postprocessor(self) -> pp.Postprocessor:
+        return self.pipeline.postprocessor
 
     @property
     def config(self) -> pp.PostprocessConfig:
-        return self.postprocessor.cfg
+        return self.pipeline.config
 
     def lowres_prob(self, image: np.ndarray) -> np.ndarray:
         """Model probability at the model's resolution for an RGB uint8 image."""
-        raw = self.runtime.infer(self.runtime.preprocess(image))
-        return output_to_prob(raw, self.runtime.output_format, self.runtime.input_size)
+        return self.pipeline.model_prob(image)
 
     def predict(self, image: ImageInput) -> Prediction:
         rgb = load_image(image)
-        # Copy: the postprocessor's workspace is overwritten by the next call.
-        alpha = self.postprocessor(self.lowres_prob(rgb), rgb).copy()
+        # Copy: the pipeline's workspace is overwritten by the next call.
+        alpha = self.pipeline.alpha(self.pipeline.lowres(rgb), rgb).copy()
         return Prediction(rgb, alpha)
 
     def mask(self, image: ImageInput) -> np.ndarray:
         """Alpha matte float32 (H, W) in [0, 1] at the image's size (post-processed)."""
         return self.predict(image).alpha
 
+    def render(self, prediction: Prediction, kind: str, background: pp.Background = "blur") -> np.ndarray:
+        """``mask`` (uint8), ``cutout`` (RGBA) or ``composite`` of a prediction (a fresh array)."""
+        out = self.pipeline.render(prediction.image, prediction.alpha, kind, background)
+        return out.copy() if kind == "composite" else out
+
     def cutout(self, image: ImageInput) -> np.ndarray:
         """RGBA uint8 (H, W, 4): the image with the matte as (straight) alpha."""
-        p = self.predict(image)
-        return pp.cutout(p.image, p.alpha)
+        return self.render(self.predict(image), "cutout")
 
     def replace_background(self, image: ImageInput, background: BackgroundInput) -> np.ndarray:
         """RGB uint8 (H, W, 3): the person over ``background`` (image scaled to cover and
         centre-cropped, RGB tuple, colour name/#hex, or ``"blur"``)."""
-        p = self.predict(image)
-        return pp.composite(p.image, p.alpha, parse_background(background))
+        return self.render(self.predict(image), "composite", parse_background(background))
 
     def __repr__(self) -> str:
         return f"Segmenter({self.runtime!r}, {self.config})"

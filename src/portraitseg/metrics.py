@@ -136,6 +136,15 @@ def confusion(pred: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = N
     return Confusion(tp, fp, fn, tn)
 
 
+def mask_iou(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> float:
+    """Person IoU of one image (the one IoU of the package: evaluation, export verification,
+    temporal smoothing). Boolean masks are used as they are; float maps are thresholded,
+    ``pred > threshold`` and ``truth > 0.5``. Two empty masks agree perfectly (1.0)."""
+    p = pred if pred.dtype == bool else pred > threshold
+    t = truth if truth.dtype == bool else truth > 0.5
+    return confusion(p, t).person_iou
+
+
 def _resize_long_side(mask: np.ndarray, long_side: int) -> np.ndarray:
     h, w = mask.shape
     scale = long_side / max(h, w)

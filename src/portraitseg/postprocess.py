@@ -12,18 +12,17 @@ person probability. :func:`apply` turns it into an alpha matte at the image's si
 
 Then :func:`composite` blends onto a background (image, colour or blurred copy) and
 :func:`cutout` makes RGBA. Every step is sized to cost a few ms at 1280x720 on one core
-(see docs/postprocess.md; ``python -m portraitseg.postprocess`` re-measures).
+(see docs/postprocess.md; ``python -m portraitseg.bench.postprocess`` re-measures).
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from .options import option
 
 Background = np.ndarray | tuple[int, int, int] | str
 
@@ -32,18 +31,20 @@ Background = np.ndarray | tuple[int, int, int] | str
 class PostprocessConfig:
     """Options of :func:`apply`; each step is off when its size/flag is 0/False/None."""
 
-    guided: bool = True  # edge-aware upsampling; False = plain bilinear
-    guided_radius: int = 2  # box radius at the low (working) resolution
-    guided_eps: float = 1e-3  # regularisation: larger = smoother, less edge-following
-    guided_work_side: int = 0  # working long side; 0 = the low-res mask's long side
-    keep_largest: bool = True  # on by default: +0.004-0.007 boundary F1 (docs/postprocess.md)
-    component_fraction: float = 0.25  # keep components >= this x the largest's area
-    component_threshold: float = 0.5
-    component_margin: int = 0  # px of soft fringe kept around kept components; 0 = auto
-    open_size: int = 0  # odd kernel size (px at full res); 0 = off
-    close_size: int = 0
-    blur_size: int = 0  # odd box size of the antialiasing blur (px at full res); 0 = off
-    smoothstep: tuple[float, float] | None = None  # (edge0, edge1)
+    guided: bool = option(True, "edge-aware (guided filter) upsampling; off = plain bilinear")
+    guided_radius: int = option(2, "guided filter box radius at the low (working) resolution", metavar="N")
+    guided_eps: float = option(1e-3, "guided filter regularisation: larger = smoother, less edge-following",
+                               metavar="EPS")
+    guided_work_side: int = option(0, "guided filter working long side; 0 = the low-res mask's", metavar="PX")
+    # On by default: +0.004-0.007 boundary F1 (docs/postprocess.md).
+    keep_largest: bool = option(True, "keep the main person: drop components much smaller than the largest")
+    component_fraction: float = option(0.25, "keep components >= this x the largest's area", metavar="F")
+    component_threshold: float = option(0.5, "probability that puts a pixel in a component", metavar="P")
+    component_margin: int = option(0, "px of soft fringe kept around kept components; 0 = auto", metavar="PX")
+    open_size: int = option(0, "morphological opening, odd kernel px at full res; 0 = off", metavar="PX")
+    close_size: int = option(0, "morphological closing, odd kernel px at full res; 0 = off", metavar="PX")
+    blur_size: int = option(0, "antialiasing box blur, odd px at full resolution; 0 = off", metavar="PX")
+    smoothstep: tuple[float, float] | None = option(None, "smooth-step threshold edges (edge0, edge1)")
 
     def validate(self) -> None:
         for name in ("open_size", "close_size", "blur_size"):
@@ -449,6 +450,12 @@ def composite(image: np.ndarray, alpha: np.ndarray, background: Background, ws: 
     return cv2.add(out, fg, dst=out)
 
 
+def to_u8(alpha: np.ndarray) -> np.ndarray:
+    """An 8-bit matte: ``round(255 * alpha)`` with halves rounded up, clipped to 0..255 (what
+    mask files, the HTTP API and video masks store)."""
+    return np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def cutout(image: np.ndarray, alpha: np.ndarray, ws: Workspace | None = None) -> np.ndarray:
     """RGBA uint8 with alpha = round(255 * alpha) (straight, not premultiplied)."""
     a = _f32(alpha)
@@ -463,84 +470,5 @@ def cutout(image: np.ndarray, alpha: np.ndarray, ws: Workspace | None = None) ->
     return out
 
 
-# --------------------------------------------------------------------------- benchmark
-
-
-def _time_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (OpenCV dispatch, workspace buffers)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * float(np.median(times))
-
-
-def _bench_inputs(width: int, height: int, low: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A textured frame, a low-res person-like probability (a head-and-shoulders blob, two
-    specks, a pinhole) and its bilinear upsampling."""
-    rng = np.random.default_rng(0)
-    image = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 2)
-    prob = np.zeros((low, low), np.float32)
-    cv2.ellipse(prob, (low // 2, low), (low // 3, low // 2), 0, 0, 360, 1.0, -1)
-    cv2.circle(prob, (low // 2, low // 4), low // 8, 1.0, -1)
-    cv2.circle(prob, (low // 10, low // 10), 2, 1.0, -1)
-    cv2.circle(prob, (low - low // 10, low // 5), 1, 1.0, -1)
-    prob[low * 3 // 4, low // 2] = 0.0
-    prob = cv2.GaussianBlur(prob, (0, 0), 1.5)
-    return image, prob, upsample(prob, (height, width))
-
-
-def benchmark(width: int = 1280, height: int = 720, low: int = 224, repeats: int = 50,
-              threads: int = 1) -> list[tuple[str, float, float]]:
-    """(op, median ms with fresh arrays, median ms with a reused :class:`Workspace`)."""
-    cv2.setNumThreads(threads)
-    image, prob, alpha = _bench_inputs(width, height, low)
-    bg_image = cv2.resize(image, (640, 480), interpolation=cv2.INTER_AREA)[::-1].copy()
-    full = PostprocessConfig(guided=True, keep_largest=True, open_size=5, close_size=5, blur_size=9,
-                             smoothstep=(0.3, 0.7))
-    ops: list[tuple[str, Callable[[Workspace | None], object]]] = [
-        (f"upsample bilinear {low}->{height}p", lambda ws: upsample(prob, (height, width), ws)),
-        (f"guided upsample (gray guide, r=2 at {low})", lambda ws: guided_upsample(prob, image, ws=ws)),
-        ("fast guided filter (full-res src, s=4, r=8)",
-         lambda ws: fast_guided_filter(image, alpha, 8, 1e-3, 4, ws)),
-        ("keep largest component (+6 px margin)", lambda ws: keep_largest(alpha, 0.25, 0.5, 6, ws)),
-        ("morph open 5x5", lambda ws: morph_open(alpha, 5, ws)),
-        ("morph close 5x5", lambda ws: morph_close(alpha, 5, ws)),
-        ("blur 9x9 box", lambda ws: blur(alpha, 9, ws)),
-        ("smoothstep", lambda ws: smoothstep(alpha, 0.3, 0.7, ws)),
-        ("composite colour", lambda ws: composite(image, alpha, (0, 255, 0), ws)),
-        ("composite image (640x480 -> cover)", lambda ws: composite(image, alpha, bg_image, ws)),
-        ("composite blur", lambda ws: composite(image, alpha, "blur", ws)),
-        ("cutout RGBA", lambda ws: cutout(image, alpha, ws)),
-        ("apply(): guided+largest+open+close+blur+smoothstep", lambda ws: apply(prob, image, full, ws)),
-    ]
-    rows = []
-    for name, fn in ops:
-        fresh = _time_ms(lambda fn=fn: fn(None), repeats)
-        ws = Workspace()
-        reused = _time_ms(lambda fn=fn, ws=ws: fn(ws), repeats)
-        rows.append((name, fresh, reused))
-    return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m portraitseg.postprocess",
-                                description="Time each post-processing op.")
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=720)
-    p.add_argument("--low", type=int, default=224, help="side of the low-res probability map")
-    p.add_argument("--repeats", type=int, default=50)
-    p.add_argument("--threads", type=int, default=1, help="OpenCV threads (1 = one core)")
-    args = p.parse_args(argv)
-    rows = benchmark(args.width, args.height, args.low, args.repeats, args.threads)
-    print(f"{args.width}x{args.height}, {args.threads} OpenCV thread(s), median of {args.repeats} runs\n")
-    print("| op | ms, fresh arrays | ms, reused Workspace |")
-    print("|---|---:|---:|")
-    for name, fresh, reused in rows:
-        print(f"| {name} | {fresh:.2f} | {reused:.2f} |")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the benchmark moved out, so the ops module stays pure
+    raise SystemExit("moved: python -m portraitseg.bench.postprocess")

@@ -128,3 +128,16 @@ def test_bad_arguments_exit_2(tiny_checkpoint: Path, tmp_path: Path, capsys) -> 
     assert "missing" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nope.pt"), "--data", str(data)]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_eval_default_runs_the_backend_predict_runs(shared: Path, tmp_path: Path) -> None:
+    """'default' means one thing: eval and predict (Segmenter) open the same bundled file."""
+    from portraitseg import Segmenter
+
+    out_json = tmp_path / "d.json"
+    args = ["eval", "default", "--data", str(shared / "data" / "vikram_val"), "--limit", "2", "--quiet",
+            "--json", str(out_json)]
+    assert main(args) == 0
+    assert json.loads(out_json.read_text())["backend"] == Segmenter(threads=1).runtime.backend
+    assert main([*args, "--backend", "onnx"]) == 0
+    assert json.loads(out_json.read_text())["backend"] == "onnxruntime"

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..data import open_dataset
 from ..evaluate import DEFAULT_GALLERY_K, compare, comparison_table, json_summary, write_json, write_reports
-from ..runtimes import PEERS, Runtime, open_runtime, peer_spec
+from ..runtimes import PEERS, Runtime, open_model, peer_spec
+from ..runtimes.factory import BACKENDS
 
 DEFAULT_SPLIT = "val.txt"
 
@@ -17,8 +18,9 @@ Evaluate one or more models on one or more labelled datasets and print a side-by
 (rows = models, columns = mIoU / person IoU / boundary F1 per dataset, computed over all pixels
 of the set, plus median model-call latency).
 
-MODEL is 'default' (bundled weights), a checkpoint .pt, an exported .onnx or .tflite, or a peer
-name looked up in --anchors / $PORTRAITSEG_ANCHORS / ../shared/anchors. Peers:
+MODEL is 'default' (the bundled model on the fastest installed backend, the same as in predict;
+--backend picks another), a checkpoint .pt, an exported .onnx or .tflite, or a peer name looked
+up in --anchors / $PORTRAITSEG_ANCHORS / ../shared/anchors. Peers:
   %(peers)s
 
 Datasets are labelled DIRNAME/SPLIT (e.g. vikram_val/val), or DIRNAME without a split.
@@ -62,6 +64,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     add("--limit", type=int, metavar="N", help="evaluate only the first N images of each dataset")
     add("--threads", type=int, default=1, help="inference threads per model (default 1)")
+    add("--backend", choices=BACKENDS, default="auto",
+        help="for MODEL default: tflite, onnx or torch (default: auto = the fastest installed)")
     add(
         "--gallery", type=int, default=DEFAULT_GALLERY_K, metavar="K", help="images in the gallery (0 = none)"
     )
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--limit must be positive")
     specs = model_specs(args.models, args.peers)
     datasets = open_datasets(args.data, args.split, args.skip_bad)
-    runtimes = [open_runtime(s, threads=args.threads, anchors=args.anchors) for s in specs]
+    runtimes = [open_model(s, args.backend, args.threads, args.anchors) for s in specs]
     unique_names(runtimes, specs)
     keep = max(args.gallery, 0) if args.out else 0
     results = compare(runtimes, datasets, args.threshold, not args.quiet, args.limit, keep)

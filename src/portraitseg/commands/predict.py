@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import sys
 from dataclasses import dataclass
@@ -11,9 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.datasets import IMAGE_SUFFIXES
+from ..runtimes.factory import BACKENDS
+from ._common import MODEL_HELP, add_postprocess_flags, postprocess_config
+
 DEFAULT_OUTDIR = Path("portraitseg-out")
-OUTPUT_KINDS = ("mask", "cutout", "composite", "grid")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+# What predict writes per image: the pipeline's renders plus a preview grid.
+WRITE_KINDS = ("mask", "cutout", "composite", "grid")
 GLOB_CHARS = "*?["
 CHECKER_PX = 16  # checkerboard square behind the grid's cut-out panel
 
@@ -100,64 +103,9 @@ def make_grid(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     from .. import postprocess as pp
 
     h, w = alpha.shape
-    mask_rgb = np.repeat(np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    mask_rgb = np.repeat(pp.to_u8(alpha)[..., None], 3, axis=2)
     on_checker = pp.composite(image, alpha, checkerboard(h, w))
     return np.concatenate([image, mask_rgb, on_checker], axis=1)
-
-
-def render(kind: str, image: np.ndarray, alpha: np.ndarray, background: object) -> np.ndarray:
-    from .. import postprocess as pp
-
-    if kind == "mask":
-        return np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if kind == "cutout":
-        return pp.cutout(image, alpha)
-    if kind == "composite":
-        return pp.composite(image, alpha, background)
-    return make_grid(image, alpha)
-
-
-# --------------------------------------------------------------------------- post-processing flags
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_postprocess_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per PostprocessConfig field, so the CLI mirrors the config as it evolves."""
-    from ..postprocess import PostprocessConfig
-
-    group = parser.add_argument_group("post-processing (defaults: PostprocessConfig)")
-    for f in dataclasses.fields(PostprocessConfig):
-        default = f.default
-        if f.name == "smoothstep":
-            group.add_argument("--smoothstep", nargs=2, type=float, metavar=("EDGE0", "EDGE1"),
-                               help=f"smoothstep threshold edges (default: {default})")
-            group.add_argument("--no-smoothstep", action="store_true", help="disable smoothstep")
-        elif isinstance(default, bool):
-            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default: {default})")
-        else:
-            group.add_argument(_flag(f.name), type=type(default), default=None, metavar="N",
-                               help=f"(default: {default})")
-
-
-def postprocess_config(args: argparse.Namespace):
-    from ..postprocess import PostprocessConfig
-
-    changes = {}
-    for f in dataclasses.fields(PostprocessConfig):
-        if f.name == "smoothstep":
-            if args.no_smoothstep:
-                changes["smoothstep"] = None
-            elif args.smoothstep is not None:
-                changes["smoothstep"] = tuple(args.smoothstep)
-        elif getattr(args, f.name) is not None:
-            changes[f.name] = getattr(args, f.name)
-    cfg = PostprocessConfig(**changes)
-    cfg.validate()
-    return cfg
 
 
 # --------------------------------------------------------------------------- command
@@ -174,15 +122,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
     add("-o", "--outdir", type=Path, default=DEFAULT_OUTDIR,
         help=f"output folder (default: ./{DEFAULT_OUTDIR})")
-    add("--output", action="append", choices=OUTPUT_KINDS, help="what to write (repeatable; default: mask)")
+    add("--output", action="append", choices=WRITE_KINDS, help="what to write (repeatable; default: mask)")
     add("--background", default="blur", metavar="PATH|COLOR|blur",
         help="composite background: image file, colour name/#hex, or blur (default: blur)")
     add("--composite-format", choices=("jpg", "png"), default="jpg",
         help="composite file type (default: jpg)")
-    add("--model", default="default",
-        help="'default', a .pt/.onnx/.tflite file or a peer model name (default: default)")
-    add("--backend", choices=("auto", "onnx", "torch", "tflite"), default="auto",
-        help="for --model default: ONNX Runtime, PyTorch or LiteRT (default: auto = onnx if installed)")
+    add("--model", default="default", help=f"{MODEL_HELP} (default: %(default)s)")
+    add("--backend", choices=BACKENDS, default="auto",
+        help="for --model default: LiteRT, ONNX Runtime or PyTorch (default: auto = the fastest installed: "
+             "tflite, else onnx)")
     add("--threads", type=int, default=None, help="inference threads (default: backend default)")
     add("--overwrite", action="store_true", help="replace existing output files")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -217,7 +165,11 @@ def process(job: Job, segmenter, paths: dict[str, Path], background: object) -> 
 
     pred = segmenter.predict(job.path)
     for kind, out in paths.items():
-        write_atomic(out, encode_image(render(kind, pred.image, pred.alpha, background), out.suffix))
+        if kind == "grid":
+            image = make_grid(pred.image, pred.alpha)
+        else:
+            image = segmenter.render(pred, kind, background)
+        write_atomic(out, encode_image(image, out.suffix))
     return len(paths)
 
 

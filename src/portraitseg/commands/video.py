@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ._common import add_config_flags, add_postprocess_flags, config_from_args, postprocess_config
+
 DESCRIPTION = """\
 Segment every frame of IN and write OUT with the same fps and size. The codec follows OUT's
 extension: .mp4/.m4v/.mov -> mp4v (MPEG-4 Part 2), .avi/.mkv -> MJPG. Audio is copied with
@@ -20,6 +22,10 @@ the frames done so far (a playable file).
 
 
 def add_common_effect_args(parser: argparse.ArgumentParser) -> None:
+    """The effect, the model (:class:`~portraitseg.video.ModelConfig`) and the same
+    post-processing flags as ``predict``; shared by ``video`` and ``webcam``."""
+    from ..video.effects import ModelConfig
+
     add = parser.add_argument
     add(
         "--background",
@@ -27,12 +33,14 @@ def add_common_effect_args(parser: argparse.ArgumentParser) -> None:
         help="replace the background: an image, a video (looped), a colour name/#hex, or 'blur' (default)",
     )
     add("--mask-only", action="store_true", help="output the mask (white = person) instead of a composite")
-    add("--model", default="default", help="'default' or a .pt/.onnx/.tflite file (default: %(default)s)")
-    add("--threads", type=int, default=1, help="model threads (default: %(default)s; the rest decode/encode)")
-    add("--no-smoothing", action="store_true", help="turn temporal smoothing off")
+    # --smoothing/--no-smoothing (the old --no-smoothing keeps working).
+    add_config_flags(parser, ModelConfig)
+    add_postprocess_flags(parser)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..bench.video import BENCH_FRAMES
+
     parser = subparsers.add_parser(
         "video",
         help="segment a video file (background replacement, mask, RGBA frames)",
@@ -46,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--alpha", metavar="DIR", type=Path, help="also write RGBA PNGs (frame_000000.png, ...) to DIR")
     add("--no-audio", action="store_true", help="do not copy the audio track")
     add("--bench", action="store_true", help="benchmark on a generated 1280x720 clip (IN/OUT not needed)")
-    add("--bench-frames", type=int, default=150, help="frames in the benchmark clip (default: %(default)s)")
+    add("--bench-frames", type=int, default=BENCH_FRAMES, metavar="N",
+        help="frames in the benchmark clip (default: %(default)s)")
     add(
         "--json", metavar="PATH", type=Path, help="write the run's numbers (fps, per-stage ms, codec) as JSON"
     )
@@ -55,25 +64,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _model_config(args: argparse.Namespace):
-    from ..video import ModelConfig
+def model_config(args: argparse.Namespace):
+    """The :class:`~portraitseg.video.ModelConfig` the flags describe (validated)."""
+    from ..video.effects import ModelConfig
 
-    if args.threads < 1:
-        raise ValueError("--threads must be >= 1")
-    return ModelConfig(model=args.model, threads=args.threads, smoothing=not args.no_smoothing)
+    cfg = config_from_args(ModelConfig, args, postprocess=postprocess_config(args))
+    cfg.validate()
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..video import VideoConfig, parse_effect, process_file, run_bench
+    from ..bench.video import run_video_bench
+    from ..video import VideoConfig, parse_effect, process_file
 
     cfg = VideoConfig(
-        model=_model_config(args), alpha_dir=args.alpha, copy_audio=not args.no_audio, progress=not args.quiet
+        model=model_config(args), alpha_dir=args.alpha, copy_audio=not args.no_audio, progress=not args.quiet
     )
     if args.bench:
         named = args.output or args.input  # `video --bench OUT.avi` picks the codec by extension
         ext = Path(named).suffix if named else ".mp4"
         with tempfile.TemporaryDirectory(prefix="portraitseg-bench-") as tmp:
-            report = run_bench(Path(tmp), ext, args.bench_frames, cfg)
+            report = run_video_bench(Path(tmp), ext, args.bench_frames, cfg)
         _emit(report, args.json)
         return 0
     if not args.input or not args.output:

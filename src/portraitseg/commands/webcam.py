@@ -7,11 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
-
+from ._common import add_config_flags, config_from_args
 from .video import add_common_effect_args
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DESCRIPTION = """\
 Live background replacement. Capture, model and rendering run in separate threads: every
@@ -25,6 +27,8 @@ quit). Headless: --output FILE (and --max-frames N); status lines go to stderr.
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..video.live import LiveConfig
+
     parser = subparsers.add_parser(
         "webcam",
         help="live segmentation from a camera, stream or file (window, file or virtual camera)",
@@ -36,14 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_common_effect_args(parser)
     add("--show-mask", action="store_true", help="show the mask instead of the composite")
     add("--output", metavar="FILE", type=Path, help="write the rendered frames to FILE (.mp4/.avi); headless")
-    add("--max-frames", type=int, metavar="N", help="stop after N captured frames")
-    add(
-        "--max-mask-age",
-        type=int,
-        default=None,
-        metavar="N",
-        help="frames a mask may be reused (default: 15)",
-    )
+    add_config_flags(parser, LiveConfig, only=("max_frames", "max_mask_age"))
     add(
         "--fast",
         action="store_true",
@@ -65,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def has_display() -> bool:
     """A window can be opened: a display server and an OpenCV build with GUI support."""
+    import cv2
     if sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
@@ -100,25 +98,28 @@ class _VirtualCam:
             raise ValueError(f"virtual camera: {exc}") from None
 
     def send(self, frame: np.ndarray) -> None:
+        import cv2
+
         if frame.ndim == 2:
             frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
         self.cam.send(frame)
 
 
 def run(args: argparse.Namespace) -> int:
+    import cv2
+
     from ..video import (
-        FrameProcessor,
         LiveConfig,
         LivePipeline,
         codec_for,
         draw_overlay,
-        load_model,
+        open_pipeline,
         open_source,
         parse_effect,
     )
-    from .video import _model_config
+    from .video import model_config
 
-    mcfg = _model_config(args)
+    mcfg = model_config(args)
     window = args.output is None and has_display()
     if args.output is None and not window and not args.virtual_cam:
         raise ValueError("no display available: give --output FILE (or --virtual-cam)")
@@ -130,16 +131,13 @@ def run(args: argparse.Namespace) -> int:
     fps = fps if 1 <= fps <= 240 else 30.0
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     is_file = not str(args.source).isdigit() and "://" not in str(args.source)
-    cfg = LiveConfig(
-        max_frames=args.max_frames,
+    cfg = config_from_args(
+        LiveConfig, args, only=("max_frames", "max_mask_age"),
         pace_fps=fps if (is_file and not args.fast) else None,
         drop_when_behind=not (is_file and args.fast),
     )
-    if args.max_mask_age is not None:
-        if args.max_mask_age < 0:
-            raise ValueError("--max-mask-age must be >= 0")
-        cfg.max_mask_age = args.max_mask_age
-    proc = FrameProcessor(load_model(mcfg), mcfg)
+    cfg.validate()
+    proc = open_pipeline(mcfg)
     pipe = LivePipeline(cap, proc, effect, cfg)
     vcam = _VirtualCam(width, height, fps) if args.virtual_cam else None
     writer = None

@@ -15,7 +15,8 @@ import numpy as np
 
 from .io import DataError, read_gray, read_rgb
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# Every image suffix the package reads (datasets, predict inputs, export calibration photos).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 @dataclass

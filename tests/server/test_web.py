@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WEB = REPO / "web"
 CHROMIUM = Path(os.environ.get("PORTRAITSEG_CHROMIUM", "/usr/bin/chromium"))
 GREEN = np.array([0, 255, 0])

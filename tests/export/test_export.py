@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -14,34 +13,16 @@ import torch
 from torch import nn
 
 from portraitseg import export as ex
-from portraitseg.checkpoint import bundled_weights_path, load_model, save_weights
+from portraitseg.checkpoint import save_weights
 from portraitseg.cli import main
+from portraitseg.export import onnx as onnx_export
 from portraitseg.models import create_model
+from portraitseg.runtimes import ours_input, to_input_tensor
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PORTRAITSEG_SHARED", REPO.parent / "shared"))
-VIKRAM = SHARED / "data" / "vikram_val"
-SIZE = 128  # small inputs keep the suite fast; the graph is the same at any size
+from .conftest import SIZE, Exported, need_vikram, randomise_bn
+
 REQUIRED_KEYS = ("input_size", "layout", "channel_order", "normalisation", "output_kind", "flattened",
                  "model_config")
-
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so folding them is actually exercised."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.3, 0.3, generator=gen)
-            m.running_var.uniform_(0.5, 2.0, generator=gen)
-            m.weight.data.uniform_(0.5, 1.5, generator=gen)
-            m.bias.data.uniform_(-0.3, 0.3, generator=gen)
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def model() -> nn.Module:
-    torch.manual_seed(0)
-    return _randomise_bn(create_model("mobile-unet-050-bilinear", input_size=SIZE))
 
 
 def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -54,19 +35,13 @@ def _torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model.eval()(torch.from_numpy(x)).numpy()
 
 
-def _need_vikram() -> Path:
-    if not (VIKRAM / "images").is_dir():
-        pytest.skip(f"real validation images not found at {VIKRAM} (set PORTRAITSEG_SHARED)")
-    return VIKRAM
-
-
 # --------------------------------------------------------------------------- BatchNorm folding
 
 
 @pytest.mark.parametrize("decoder", ["bilinear", "transpose"])
 def test_fuse_batchnorm_matches_and_removes_every_bn(decoder: str) -> None:
     torch.manual_seed(1)
-    m = _randomise_bn(create_model(f"mobile-unet-035-{decoder}"), seed=1)
+    m = randomise_bn(create_model(f"mobile-unet-035-{decoder}"), seed=1)
     assert ex.count_batchnorms(m) > 30
     fused = ex.fuse_batchnorm(m)
     assert ex.count_batchnorms(fused) == 0
@@ -82,12 +57,42 @@ def test_fuse_batchnorm_matches_and_removes_every_bn(decoder: str) -> None:
 def test_fuse_conv_transpose_bn_with_groups(groups: int) -> None:
     torch.manual_seed(2)
     conv = nn.ConvTranspose2d(4, 6, 2, stride=2, groups=groups, bias=True)
-    bn = _randomise_bn(nn.Sequential(nn.BatchNorm2d(6)), seed=2)[0]
+    bn = randomise_bn(nn.Sequential(nn.BatchNorm2d(6)), seed=2)[0]
     x = torch.randn(1, 4, 5, 5)
     with torch.no_grad():
         ref = bn(conv(x))
         out = ex.fuse_conv_bn(conv, bn)(x)
     assert torch.allclose(ref, out, atol=1e-5)
+
+
+class _Head(nn.Module):
+    """Conv -> BN under names no fusion code knows (an encoder/decoder/head re-organisation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(8)
+        self.out = nn.Conv2d(8, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.out(torch.relu(self.norm(self.proj(x))))
+
+
+class _Skewed(_Head):
+    """Registered conv-then-BN, but the BN is applied to something else: must not be folded silently."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.out(self.norm(torch.relu(self.proj(x))))
+
+
+def test_fusion_is_generic_and_verified() -> None:
+    torch.manual_seed(4)
+    m = randomise_bn(_Head(), seed=4)
+    fused = ex.fuse_batchnorm(m)
+    assert ex.count_batchnorms(fused) == 0 and ex.check_fusion(m, fused) < 1e-4
+    skewed = randomise_bn(_Skewed(), seed=4)
+    with pytest.raises(ValueError, match="BatchNorm folding"):
+        ex.check_fusion(skewed, ex.fuse_batchnorm(skewed))
 
 
 def test_check_fusion_detects_a_wrong_fold(model: nn.Module) -> None:
@@ -119,7 +124,7 @@ def test_onnx_fp32_matches_torch_logits_and_has_metadata(model: nn.Module, tmp_p
 
 def test_onnx_dynamic_runs_at_two_sizes(tmp_path: Path) -> None:
     torch.manual_seed(3)
-    m = _randomise_bn(create_model("mobile-unet-035-transpose", input_size=SIZE), seed=3)
+    m = randomise_bn(create_model("mobile-unet-035-transpose", input_size=SIZE), seed=3)
     out = tmp_path / "dyn.onnx"
     ex.export_model(m, out, ex.ExportConfig(dynamic=True, verify_count=2))
     assert ex.read_metadata(out)["input_size"] == "dynamic"
@@ -146,7 +151,7 @@ def test_flattened_probability_output(model: nn.Module, tmp_path: Path) -> None:
 
 def test_verification_fails_on_a_wrong_export_and_leaves_no_file(model: nn.Module, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    real_export = ex.export_onnx_bytes
+    real_export = onnx_export.export_onnx_bytes
 
     def broken(wrapper: nn.Module, cfg: ex.ExportConfig, size: int) -> bytes:
         bad = ex.ExportWrapper(ex.fuse_batchnorm(model), cfg.output_kind, cfg.flatten)
@@ -154,7 +159,7 @@ def test_verification_fails_on_a_wrong_export_and_leaves_no_file(model: nn.Modul
             bad.model.head.bias += 2.0  # a plausible-looking but wrong graph
         return real_export(bad, cfg, size)
 
-    monkeypatch.setattr(ex, "export_onnx_bytes", broken)
+    monkeypatch.setattr(onnx_export, "export_onnx_bytes", broken)
     out = tmp_path / "bad.onnx"
     with pytest.raises(ValueError, match="verification failed"):
         ex.export_model(model, out, ex.ExportConfig(verify_count=1))
@@ -180,25 +185,22 @@ def test_config_validation(kwargs: dict, message: str) -> None:
 
 
 def _real_inputs(size: int, count: int, offset: int) -> list[np.ndarray]:
-    return [ex.to_input(img, (size, size)) for img in ex.load_images(_need_vikram(), count, offset)]
+    fmt = ours_input(size)  # the runtimes' own preprocessing
+    return [to_input_tensor(img, fmt) for img in ex.load_images(need_vikram(), count, offset)]
 
 
-def test_fp16_and_int8_agree_with_torch_on_real_images(model: nn.Module, tmp_path: Path) -> None:
+def test_fp16_and_int8_agree_with_torch_on_real_images(model: nn.Module, fp16_onnx: Exported,
+                                                       int8_onnx: Exported) -> None:
     """A random-init model's logits are nearly flat (|logit| ~ 0.05), so absolute errors say
     little; the checks are scale-free: fp16 keeps ~3 significant digits, so its logit error
     must stay below 1% of the logits' spread; int8 (256 levels per tensor, errors adding up
     over ~50 layers) must keep the spatial pattern: per-image correlation with the fp32
     logits >= 0.98 and mean error below 10% of their spread. The trained model gets the
     mask-level check in test_trained_default_int8_masks."""
-    vikram = _need_vikram()
     inputs = _real_inputs(SIZE, 6, offset=1)  # different photos from the calibration pick
-    fp16, int8 = tmp_path / "m16.onnx", tmp_path / "m8.onnx"
-    ex.export_model(model, fp16, ex.ExportConfig(precision="fp16", verify_data=str(vikram), verify_count=4))
-    cfg8 = ex.ExportConfig(precision="int8", calib_data=str(vikram), calib_count=16,
-                           int8_granularity="per-channel", verify_data=str(vikram), verify_count=4)
-    res8 = ex.export_model(model, int8, cfg8)
-    assert ex.read_metadata(int8)["int8_granularity"] == "per-channel"
-    assert res8.bytes_written < fp16.stat().st_size  # 1-byte weights (plus per-channel scales)
+    fp16, int8 = fp16_onnx.path, int8_onnx.path
+    assert ex.read_metadata(int8)["int8_granularity"] in ("per-channel", "per-tensor")
+    assert int8_onnx.result.bytes_written < fp16.stat().st_size  # 1-byte weights (plus scales)
     for x in inputs:
         ref = _torch_logits(model, x).ravel()
         spread = ref.std()
@@ -209,35 +211,23 @@ def test_fp16_and_int8_agree_with_torch_on_real_images(model: nn.Module, tmp_pat
         assert np.abs(q8 - ref).mean() < 0.1 * spread
 
 
-def test_int8_auto_granularity_scores_both(model: nn.Module, tmp_path: Path) -> None:
-    vikram = _need_vikram()
-    out = tmp_path / "auto.onnx"
-    res = ex.export_model(model, out, ex.ExportConfig(precision="int8", calib_data=str(vikram), calib_count=8,
-                                                      verify_count=2))
+def test_int8_auto_granularity_scores_both(int8_onnx: Exported) -> None:
+    res = int8_onnx.result
     assert set(res.int8_candidates) == {"per-channel", "per-tensor"}
-    chosen = ex.read_metadata(out)["int8_granularity"]
+    chosen = ex.read_metadata(int8_onnx.path)["int8_granularity"]
     scores = res.int8_candidates
     best = max(scores, key=lambda n: (round(scores[n]["mean_iou"], 4), -scores[n]["mean_abs_diff"]))
     assert chosen == best
 
 
-def test_trained_default_int8_masks(tmp_path: Path) -> None:
+def test_trained_default_int8_masks(default_int8_onnx: Exported, default_fp16_onnx: Exported) -> None:
     """With trained weights the masks themselves must survive quantisation."""
-    try:
-        bundled_weights_path()
-    except FileNotFoundError:
-        pytest.skip("bundled default weights not present yet")
-    vikram = _need_vikram()
-    m = load_model("default")
-    size = m.config.input_size
-    res = ex.export_model(m, tmp_path / "d8.onnx", ex.ExportConfig(
-        precision="int8", calib_data=str(vikram), calib_count=16, verify_data=str(vikram), verify_count=8))
+    res = default_int8_onnx.result
     # 0.95: ~the gap between our model and MediaPipe; quantisation must cost far less.
     assert res.verify.mean_iou >= 0.95 and res.verify.mean_abs_diff < 0.03
-    res16 = ex.export_model(m, tmp_path / "d16.onnx", ex.ExportConfig(
-        precision="fp16", verify_data=str(vikram), verify_count=8))
+    res16 = default_fp16_onnx.result
     assert res16.verify.mean_iou >= 0.995 and res16.verify.max_abs_diff < 0.05
-    assert size % 32 == 0
+    assert int(res.metadata["input_size"]) % 32 == 0
 
 
 # --------------------------------------------------------------------------- TFLite
@@ -300,3 +290,18 @@ def test_cli_int8_without_calibration_data_exits_2(model: nn.Module, tmp_path: P
     weights = save_weights(model, tmp_path / "w.pt")
     assert main(["export", str(weights), "--precision", "int8"]) == 2
     assert "--calib-data" in capsys.readouterr().err
+
+
+def test_tflite_metadata_written_by_export_is_read_by_the_runtime(tmp_path: Path) -> None:
+    """One writer (export) and one reader (runtimes): the contract survives the round trip."""
+    pytest.importorskip("ai_edge_litert", reason="LiteRT runtime not installed: pip install '.[tflite]'")
+    from portraitseg.export.tflite import add_tflite_metadata
+    from portraitseg.runtimes import DEFAULT_TFLITE, TFLiteRuntime, read_tflite_metadata
+
+    meta = {"output_kind": "probability", "input_size": "224", "layout": "NHWC"}
+    tagged = tmp_path / "tagged.tflite"
+    once = add_tflite_metadata(DEFAULT_TFLITE.read_bytes(), {"x": "1"})
+    tagged.write_bytes(add_tflite_metadata(once, meta))
+    assert read_tflite_metadata(tagged) == meta  # re-tagging replaces the entry
+    assert ex.read_metadata(tagged) == meta
+    assert TFLiteRuntime(tagged).output_format.kind == "probability"

@@ -9,7 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from portraitseg.temporal import iou
+from portraitseg.metrics import mask_iou as iou
+from portraitseg.pipeline import Pipeline
+from portraitseg.runtimes import InputFormat, OutputFormat, Runtime
+from portraitseg.temporal import SmoothingConfig
 from portraitseg.testclips import (
     Clip,
     ClipConfig,
@@ -21,7 +24,6 @@ from portraitseg.testclips import (
     write_video,
 )
 from portraitseg.video import (
-    FrameProcessor,
     LiveConfig,
     LivePipeline,
     ModelConfig,
@@ -38,6 +40,27 @@ def _lowres_fake(frame: np.ndarray) -> np.ndarray:
     """A cheap stand-in model: 'person' = brighter than the frame's mean, at 56x56."""
     g = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (56, 56), interpolation=cv2.INTER_AREA)
     return (g > g.mean()).astype(np.float32)
+
+
+class FakeRuntime(Runtime):
+    """A runtime around a frame -> 56x56 probability function (no model file needed)."""
+
+    name = "fake"
+    input_format = InputFormat((56, 56), "NHWC")
+    output_format = OutputFormat("probability", "NHWC")
+
+    def __init__(self, fn=_lowres_fake) -> None:
+        self.fn = fn
+
+    @property
+    def num_threads(self) -> int | None:
+        return None
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        return image  # the fake model reads the frame itself
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        return self.fn(tensor)[None, ..., None]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +81,7 @@ def _quiet(**kw) -> VideoConfig:
 def test_file_to_file_keeps_count_size_fps_and_writes_alpha(synth_avi: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
     res = process_file(
-        synth_avi, out, _quiet(effect=(0, 255, 0), alpha_dir=tmp_path / "a"), model=_lowres_fake
+        synth_avi, out, _quiet(effect=(0, 255, 0), alpha_dir=tmp_path / "a"), runtime=FakeRuntime()
     )
     frames, fps = read_video(out)
     assert (res.frames, len(frames)) == (26, 26)
@@ -77,7 +100,7 @@ def test_ctrl_c_from_a_frame_callback_leaves_a_playable_file(synth_avi: Path, tm
             raise KeyboardInterrupt
 
     out = tmp_path / "cut.avi"
-    res = process_file(synth_avi, out, _quiet(), model=_lowres_fake, on_frame=interrupt_at_10)
+    res = process_file(synth_avi, out, _quiet(), runtime=FakeRuntime(), on_frame=interrupt_at_10)
     assert res.interrupted and res.frames == 10
     frames, _ = read_video(out)
     assert len(frames) == 10 and frames[0].shape == (180, 320, 3)
@@ -135,7 +158,7 @@ def test_live_pipeline_renders_every_frame_with_fresh_masks_despite_a_slow_model
         return _lowres_fake(frame)
 
     frames = (synth_clip.frames * 4)[:100]
-    proc = FrameProcessor(slow_model, ModelConfig())
+    proc = Pipeline(FakeRuntime(slow_model), ModelConfig().postprocess, SmoothingConfig())
     pipe = LivePipeline(FakeCamera(frames), proc, "blur", LiveConfig())
     ages: list[int] = []
 

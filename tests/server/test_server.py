@@ -28,7 +28,7 @@ pytest.importorskip("multipart", reason="server tests need python-multipart")
 
 from PIL import Image  # noqa: E402
 
-from portraitseg.inference import DEFAULT_ONNX, open_model  # noqa: E402
+from portraitseg.runtimes import DEFAULT_ONNX, open_model  # noqa: E402
 from portraitseg.server import ServerConfig, create_app  # noqa: E402
 
 STEMS = ("vikram_001", "vikram_002", "vikram_003")
@@ -111,6 +111,9 @@ class SlowRuntime:
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         time.sleep(self.delay_s)
         return self._rt.infer(tensor)
+
+    def for_thread(self) -> SlowRuntime:
+        return self  # each worker thread must get the slow wrapper, not the wrapped runtime
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,14 @@
-"""End-to-end latency of the video-frame pipeline, per stage, for our model and the peers.
+"""``portraitseg bench``: end-to-end latency of the video-frame pipeline, per stage, for our
+model and the peers.
 
 One 1280x720 frame (by default the bundled astronaut sample, scaled to 720 px high and padded
-to 16:9) goes through: decode (``cv2.imdecode`` of its JPEG bytes) -> preprocess (resize +
-normalise to the model input) -> model call -> post-process (low-res probability -> full-res
-alpha with :class:`~portraitseg.postprocess.Postprocessor`, default config) -> composite
-(blurred background). Each stage is timed on its own (median of ``repeats`` after a warm-up);
-``total`` is the whole chain timed as one call, so it includes what the stages share.
-Every model gets the same decode/pre/post/composite code, so the peers are compared on
-equal terms.
+to 16:9) goes through one :class:`~portraitseg.pipeline.Pipeline` per model: decode
+(``cv2.imdecode`` of its JPEG bytes) -> preprocess (resize + normalise to the model input) ->
+model call -> post-process (low-res probability -> full-res alpha, default config) ->
+composite (blurred background). Each stage is timed on its own (median of ``repeats`` after a
+warm-up); ``total`` is the whole chain timed as one call, so it includes what the stages share.
+Every model gets the same decode/pre/post/composite code, so the peers are compared on equal
+terms.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import postprocess as pp
-from .data.io import encode_image
-from .inference import DEFAULT_TFLITE, LITERT_HINT, load_image, open_model
-from .runtimes import OnnxRuntime, Runtime, TFLiteRuntime, TorchRuntime, open_runtime, output_to_prob
+from .. import postprocess as pp
+from ..data.io import encode_image
+from ..inference import load_image
+from ..pipeline import Pipeline
+from ..runtimes import DEFAULT_TFLITE, LITERT_HINT, Runtime, TFLiteRuntime, open_model, output_to_prob
 
 FRAME_SIZE = (720, 1280)  # (height, width)
-SAMPLE = Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
+SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
 FORMATS = ("torch", "onnx", "onnx-fp16", "onnx-int8", "tflite")
 REFERENCE_PEER = "mediapipe_selfie_256"
 STAGES = ("decode", "preprocess", "model", "postprocess", "composite")
@@ -156,12 +158,12 @@ def _loaded_torch():
 
 
 class PipelineTimer:
-    """Times one runtime's stages and whole chain; samples accumulate over several rounds so
-    that every case sees the same stretch of (shared-machine) load."""
+    """Times one runtime's :class:`~portraitseg.pipeline.Pipeline` stage by stage and as a
+    whole; samples accumulate over several rounds so that every case sees the same stretch of
+    (shared-machine) load."""
 
     def __init__(self, runtime: Runtime, jpeg: np.ndarray, cfg: pp.PostprocessConfig | None = None) -> None:
-        self.runtime, self.jpeg = runtime, jpeg
-        self.post = pp.Postprocessor(cfg)
+        self.pipe, self.jpeg = Pipeline(runtime, cfg), jpeg
         self.frame = decode(jpeg)
         self.tensor = runtime.preprocess(self.frame)
         self.raw = runtime.infer(self.tensor)
@@ -170,25 +172,25 @@ class PipelineTimer:
         self.run_round(2)  # warm-up: OpenCV dispatch, workspace buffers, backend first-call costs
         self.samples = {s: [] for s in (*STAGES, "total")}
 
+    @property
+    def runtime(self) -> Runtime:
+        return self.pipe.runtime
+
     def _postprocess(self) -> np.ndarray:
         rt = self.runtime
-        return self.post(output_to_prob(self.raw, rt.output_format, rt.input_size), self.frame)
+        return self.pipe.alpha(output_to_prob(self.raw, rt.output_format, rt.input_size), self.frame)
 
     def _chain(self) -> np.ndarray:
-        rt, post = self.runtime, self.post
-        img = decode(self.jpeg)
-        out = rt.infer(rt.preprocess(img))
-        alpha = post(output_to_prob(out, rt.output_format, rt.input_size), img)
-        return post.composite(img, alpha, COMPOSITE_BACKGROUND)
+        return self.pipe(decode(self.jpeg), "composite", COMPOSITE_BACKGROUND)
 
     def run_round(self, n: int) -> None:
-        rt = self.runtime
+        rt, pipe = self.runtime, self.pipe
         fns: dict[str, Callable[[], object]] = {
             "decode": lambda: decode(self.jpeg),
             "preprocess": lambda: rt.preprocess(self.frame),
             "model": lambda: rt.infer(self.tensor),
             "postprocess": self._postprocess,
-            "composite": lambda: self.post.composite(self.frame, self.alpha, COMPOSITE_BACKGROUND),
+            "composite": lambda: pipe.render(self.frame, self.alpha, "composite", COMPOSITE_BACKGROUND),
             "total": self._chain,
         }
         for name, fn in fns.items():
@@ -201,11 +203,11 @@ class PipelineTimer:
 
 
 def time_options(runtime: Runtime, frame: np.ndarray, repeats: int) -> dict[str, float]:
-    prob = output_to_prob(runtime.infer(runtime.preprocess(frame)), runtime.output_format, runtime.input_size)
+    prob = Pipeline(runtime).model_prob(frame)
     out = {}
     for name, cfg in OPTION_CONFIGS.items():
-        post = pp.Postprocessor(cfg)
-        out[name] = median_ms(lambda p=post: p(prob, frame), repeats)
+        pipe = Pipeline(runtime, cfg)
+        out[name] = median_ms(lambda p=pipe: p.alpha(prob, frame), repeats)
     return out
 
 
@@ -236,8 +238,8 @@ class Builder:
         return None
 
     def _export(self, model: str, fmt: str) -> Path:
-        from .checkpoint import load_model
-        from .export import ExportConfig, export_model
+        from ..checkpoint import load_model
+        from ..export import ExportConfig, export_model
 
         key = (model, fmt)
         if key not in self._files:
@@ -254,13 +256,10 @@ class Builder:
 
     def runtime(self, model: str, fmt: str, threads: int) -> Runtime:
         if fmt == "torch":
-            return TorchRuntime(model, name=model, threads=threads)
+            return open_model(model, "torch", threads, name=model)
         if model == "default" and (fmt == "onnx" or (fmt == "tflite" and DEFAULT_TFLITE.is_file())):
             return open_model("default", fmt, threads)  # the shipped file
-        path = self._export(model, fmt)
-        if fmt == "tflite":
-            return TFLiteRuntime(path, name=model, threads=threads)
-        return OnnxRuntime(path, name=model, threads=threads)
+        return open_model(self._export(model, fmt), threads=threads, name=model)
 
 
 # --------------------------------------------------------------------------- driver
@@ -329,7 +328,7 @@ def _open_cases(
                 continue
             cases.append(((model, fmt), builder.runtime(model, fmt, threads)))
     for peer in peers:
-        rt = open_runtime(peer, threads=threads)
+        rt = open_model(peer, threads=threads)
         cases.append(((peer, "tflite" if isinstance(rt, TFLiteRuntime) else "onnx"), rt))
     return cases
 

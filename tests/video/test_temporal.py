@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from portraitseg.temporal import SmoothingConfig, TemporalSmoother, flicker, iou, lowres_gray
+from portraitseg.metrics import mask_iou as iou
+from portraitseg.temporal import SmoothingConfig, TemporalSmoother, flicker, lowres_gray
 from portraitseg.testclips import Clip, ClipConfig, clip_from_dataset
 
 # Small and short so the model runs ~40 times: still / moving / still, with shake, noise, light.

@@ -26,19 +26,19 @@ from portraitseg.runtimes import (
     OutputFormat,
     TFLiteRuntime,
     TorchRuntime,
-    open_runtime,
+    open_model,
     output_to_prob,
     resize_image,
     to_input_tensor,
 )
 
-ASSET = Path(__file__).resolve().parents[1] / "src" / "portraitseg" / "assets" / "astronaut.jpg"
+ASSET = Path(__file__).resolve().parents[2] / "src" / "portraitseg" / "assets" / "astronaut.jpg"
 
 
 def shared_dir() -> Path:
     """The ``shared`` folder beside the repo root, or $PORTRAITSEG_SHARED."""
     env = os.environ.get("PORTRAITSEG_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / ".." / "shared"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared"
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_onnx_dynamic_size_comes_from_metadata(tmp_path: Path, small_model: nn.M
 
 def test_checkpoint_spec_opens_torch_runtime(tmp_path: Path, small_model: nn.Module) -> None:
     path = save_weights(small_model, tmp_path / "tiny.pt")
-    rt = open_runtime(str(path), threads=1)
+    rt = open_model(str(path), threads=1)
     assert isinstance(rt, TorchRuntime) and rt.name == "tiny" and rt.input_size == (128, 128)
     image = read_rgb(ASSET)
     before = torch.get_num_threads()
@@ -219,17 +219,17 @@ def test_checkpoint_spec_opens_torch_runtime(tmp_path: Path, small_model: nn.Mod
     assert torch.get_num_threads() == before  # the process-wide setting is left as it was
 
 
-def test_open_runtime_errors_name_the_problem(tmp_path: Path) -> None:
+def test_open_model_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown peer|not a model"):
-        open_runtime("no_such_model")
+        open_model("no_such_model")
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
-        open_runtime(str(tmp_path / "missing.onnx"))
+        open_model(str(tmp_path / "missing.onnx"))
     with pytest.raises(FileNotFoundError, match="mediapipe_selfie_256.tflite"):
-        open_runtime("mediapipe_selfie_256", anchors=tmp_path)
+        open_model("mediapipe_selfie_256", anchors=tmp_path)
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.onnx"):
-        open_runtime(str(bad))
+        open_model(str(bad))
 
 
 # ----------------------------------------------------------------------------- peers (real files)
@@ -238,7 +238,7 @@ def test_open_runtime_errors_name_the_problem(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", list(PEERS))
 def test_peer_spec_matches_model_file(anchors: Path, name: str) -> None:
     spec = PEERS[name]
-    rt = open_runtime(name, anchors=anchors)
+    rt = open_model(name, anchors=anchors)
     if spec.backend == "onnx":
         shape = rt.session.get_inputs()[0].shape
     else:
@@ -250,7 +250,7 @@ def test_peer_spec_matches_model_file(anchors: Path, name: str) -> None:
 
 @pytest.mark.parametrize("name", list(PEERS))
 def test_peer_runs_on_real_image(anchors: Path, vikram_sample, name: str) -> None:
-    rt = open_runtime(name, threads=1, anchors=anchors)
+    rt = open_model(name, threads=1, anchors=anchors)
     prob = rt.prob(vikram_sample.image)
     assert prob.shape == vikram_sample.image.shape[:2] and prob.dtype == np.float32
     assert prob.min() >= 0.0 and prob.max() <= 1.0
@@ -263,10 +263,10 @@ def test_peer_runs_on_real_image(anchors: Path, vikram_sample, name: str) -> Non
 
 def test_peer_file_path_and_env_resolution(anchors: Path, vikram_sample, monkeypatch) -> None:
     monkeypatch.setenv("PORTRAITSEG_ANCHORS", str(anchors))
-    by_name = open_runtime("mediapipe_selfie_landscape")  # README short name, found via the env var
+    by_name = open_model("mediapipe_selfie_landscape")  # README short name, found via the env var
     assert by_name.name == "mediapipe_selfie_landscape_144x256" and by_name.input_size == (144, 256)
     # A peer's file given by path keeps that peer's pre/post-processing.
-    by_path = open_runtime(str(anchors / "sinet_320.onnx"))
+    by_path = open_model(str(anchors / "sinet_320.onnx"))
     assert by_path.name == "sinet_320" and by_path.input_format.channel_order == "BGR"
 
 
@@ -294,7 +294,7 @@ def test_tflite_output_kind_from_embedded_metadata(anchors: Path, vikram_sample,
     tagged = with_tflite_metadata(src, tmp_path / "mp.tflite", {"output_kind": "probability"})
     rt = TFLiteRuntime(tagged)
     assert rt.output_format.kind == "probability" and rt.input_format.layout == "NHWC"
-    peer = open_runtime("mediapipe_selfie_256", anchors=anchors)
+    peer = open_model("mediapipe_selfie_256", anchors=anchors)
     np.testing.assert_allclose(rt.prob(vikram_sample.image), peer.prob(vikram_sample.image), atol=1e-6)
 
 
@@ -303,7 +303,7 @@ def test_tflite_layout_and_flattened_output_inferred(anchors: Path, vikram_sampl
     generic = TFLiteRuntime(path, output_kind="probability", threads=2)
     assert generic.input_format.layout == "NHWC" and generic.input_size == (128, 128)
     assert generic.output_format.flattened and generic.num_threads == 2
-    peer = open_runtime("seed_munet_bilinear_128_uint8", anchors=anchors)
+    peer = open_model("seed_munet_bilinear_128_uint8", anchors=anchors)
     np.testing.assert_allclose(generic.prob(vikram_sample.image), peer.prob(vikram_sample.image), atol=1e-5)
 
 

@@ -1,0 +1,145 @@
+"""CLI helpers shared by the commands: flags generated from dataclass configs, so each default
+and its help text live in one place (the config), and the common model/post-processing flags.
+
+A config field becomes ``--field-name`` with the field's default (shown in the help) and the
+help text in its ``metadata["help"]``. Optional metadata: ``flag`` (another flag name, kept for
+CLI compatibility), ``type``, ``choices``, ``metavar``, ``scale`` (the flag is in bigger units:
+field value = flag value x scale, e.g. MB -> bytes) and ``cli_default`` (where the command's
+default differs from the library's, e.g. the server's ``./web`` folder). Booleans get
+``--x/--no-x``. Flags default to ``None`` so that only what the user gave overrides the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+MISSING = dataclasses.MISSING
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    return str(field.metadata.get("flag") or "--" + field.name.replace("_", "-"))
+
+
+def dest_name(field: dataclasses.Field) -> str:
+    return flag_name(field).lstrip("-").replace("-", "_")
+
+
+def field_default(field: dataclasses.Field) -> Any:
+    """What the flag defaults to (the command's default, in the flag's units)."""
+    if "cli_default" in field.metadata:
+        return field.metadata["cli_default"]
+    if field.default is not MISSING:
+        value = field.default
+    elif field.default_factory is not MISSING:
+        value = field.default_factory()
+    else:
+        return None
+    scale = field.metadata.get("scale")
+    return value / scale if scale and value is not None else value
+
+
+def _value_type(field: dataclasses.Field, default: Any) -> type:
+    if "type" in field.metadata:
+        return field.metadata["type"]
+    if default is not None:
+        return type(default)
+    text = str(field.type)  # "int | None" (annotations are strings here)
+    return float if "float" in text else int if "int" in text else str
+
+
+def _help(field: dataclasses.Field, default: Any) -> str:
+    text = field.metadata.get("help", "")
+    shown = "off" if default is None else default
+    return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def add_config_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
+                     skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> None:
+    """One flag per scalar field of the dataclass ``cls`` (nested configs are skipped)."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip or (only is not None and f.name not in only) or "help" not in f.metadata:
+            continue
+        default = field_default(f)
+        kwargs: dict[str, Any] = {"default": None, "help": _help(f, default), "dest": dest_name(f)}
+        if isinstance(default, bool):
+            parser.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        for key in ("choices", "metavar"):
+            if key in f.metadata:
+                kwargs[key] = f.metadata[key]
+        parser.add_argument(flag_name(f), type=_value_type(f, default), **kwargs)
+
+
+def config_changes(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = (),
+                   only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line (or with a command default), converted
+    back to the config's units."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip or (only is not None and f.name not in only) or "help" not in f.metadata:
+            continue
+        value = getattr(args, dest_name(f), None)
+        if value is None:
+            if "cli_default" not in f.metadata:
+                continue
+            value = f.metadata["cli_default"]
+        changes[f.name] = _scaled(value, f.metadata.get("scale"), f)
+    return changes
+
+
+def _scaled(value: Any, scale: float | None, field: dataclasses.Field) -> Any:
+    if not scale:
+        return value
+    scaled = value * scale
+    return int(scaled) if field.metadata.get("integer", True) else scaled
+
+
+def config_from_args(cls: type, args: argparse.Namespace, skip: tuple[str, ...] = (),
+                     only: tuple[str, ...] | None = None, **extra: Any) -> Any:
+    """``cls(**defaults | flags given | extra)`` (``skip``/``only`` as in :func:`add_config_flags`)."""
+    return cls(**{**config_changes(cls, args, skip, only), **extra})
+
+
+# --------------------------------------------------------------------------- post-processing flags
+
+
+def add_postprocess_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per PostprocessConfig field (help from the config), so the CLI mirrors the
+    config as it evolves; ``--smoothstep EDGE0 EDGE1`` / ``--no-smoothstep`` for the pair."""
+    from ..postprocess import PostprocessConfig
+
+    group = parser.add_argument_group("post-processing (defaults: PostprocessConfig)")
+    add_config_flags(group, PostprocessConfig, skip=("smoothstep",))
+    smoothstep = next(f for f in dataclasses.fields(PostprocessConfig) if f.name == "smoothstep")
+    group.add_argument("--smoothstep", nargs=2, type=float, metavar=("EDGE0", "EDGE1"),
+                       help=_help(smoothstep, smoothstep.default))
+    group.add_argument("--no-smoothstep", action="store_true", help="disable smoothstep")
+
+
+def postprocess_config(args: argparse.Namespace):
+    """The PostprocessConfig the post-processing flags describe (validated)."""
+    from ..postprocess import PostprocessConfig
+
+    changes = {}
+    for f in dataclasses.fields(PostprocessConfig):
+        if f.name == "smoothstep":
+            if args.no_smoothstep:
+                changes["smoothstep"] = None
+            elif args.smoothstep is not None:
+                changes["smoothstep"] = tuple(args.smoothstep)
+        elif getattr(args, f.name) is not None:
+            changes[f.name] = getattr(args, f.name)
+    cfg = PostprocessConfig(**changes)
+    cfg.validate()
+    return cfg
+
+
+# --------------------------------------------------------------------------- model flags
+
+MODEL_HELP = "'default' (bundled model, fastest installed backend), a .pt/.onnx/.tflite file or a peer name"
+
+
+def add_model_flag(parser: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
+    parser.add_argument("--model", default="default", help=f"{help} (default: %(default)s)")

@@ -1,0 +1,35 @@
+"""The server's settings; its fields generate the ``portraitseg serve`` flags (no fastapi here)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import postprocess as pp
+from ..options import option as _opt
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model: str = _opt("default", "'default' (bundled model, fastest installed backend) or a model file")
+    worker_threads: int = _opt(help="inference worker threads; the default is the CPU count",
+                               factory=lambda: os.cpu_count() or 1, flag="--workers-threads", metavar="N")
+    model_threads: int = _opt(1, "intra-op threads per inference (the workers give the parallelism)",
+                              metavar="N")
+    max_concurrency: int = _opt(32, "requests in flight (queued + running) before answering 503", metavar="N")
+    max_body_bytes: int = _opt(10 * MB, "request size limit", flag="--max-body-mb", scale=MB, type=float,
+                               metavar="MB")
+    max_pixels: int = _opt(25_000_000, "image size limit", flag="--max-megapixels", scale=1e6, type=float,
+                           metavar="MP")
+    timeout_s: float = _opt(30.0, "per-request timeout", flag="--timeout", metavar="S")
+    retry_after_s: int = _opt(1, "Retry-After seconds of a 503", metavar="S")
+    web_dir: Path | None = _opt(None, "static web app folder", type=Path, cli_default=Path("web"))
+    postprocess: pp.PostprocessConfig = field(default_factory=pp.PostprocessConfig)
+
+    def validate(self) -> None:
+        for name in ("worker_threads", "model_threads", "max_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")

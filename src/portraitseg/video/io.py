@@ -1,0 +1,139 @@
+"""Video I/O: opening cameras, streams and files, output codecs, looping background videos and
+muxing the input's audio back in (ffmpeg)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
+# OpenCV's bundled FFmpeg can always write these two: mp4v (MPEG-4 Part 2) in MP4/MOV and
+# Motion-JPEG in AVI/MKV. H.264 needs an external encoder that pip wheels do not ship.
+CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+
+class FrameSource(Protocol):
+    """What the pipelines read from: ``cv2.VideoCapture``'s ``read``/``release``."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def release(self) -> None: ...
+
+
+def codec_for(path: str | Path) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in CODECS:
+        raise ValueError(f"{path}: output must end in {', '.join(CODECS)} (the codec follows the extension)")
+    return CODECS[ext]
+
+
+def _quiet_open(*args: object) -> cv2.VideoCapture:
+    """VideoCapture without OpenCV's multi-line warnings for a missing device or stream: the
+    caller turns a failure into one clear line."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(*args)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def open_source(spec: str | int, open_timeout_ms: int = 5000) -> cv2.VideoCapture:
+    """A camera index (``0`` or ``"0"``), a stream URL or a video file -> an opened capture.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (one line) otherwise.
+    """
+    text = str(spec)
+    if text.isdigit():
+        cap = _quiet_open(int(text))
+        if not cap.isOpened():
+            raise ValueError(f"camera {text}: cannot open (no such device, or it is busy)")
+        return cap
+    if "://" in text:
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            open_timeout_ms,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            open_timeout_ms,
+        ]
+        cap = _quiet_open(text, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            raise ValueError(f"{text}: cannot open stream (unreachable, or not a video stream)")
+        return cap
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    cap = _quiet_open(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"{path}: not a readable video")
+    return cap
+
+
+def open_video(path: str | Path) -> tuple[cv2.VideoCapture, np.ndarray, float]:
+    """A video file -> (capture, first frame BGR, fps); the first frame proves it decodes."""
+    cap = open_source(str(path))
+    ok, first = cap.read()
+    if not ok or first is None:
+        cap.release()
+        raise ValueError(f"{path}: not a readable video (no frame could be decoded)")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return cap, first, fps if fps and fps > 0 else 30.0
+
+
+class VideoBackground:
+    """A video used as background: frames read in turn, looping at the end."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.cap, first, _ = open_video(self.path)
+        self._first = cv2.cvtColor(first, cv2.COLOR_BGR2RGB)
+        self._pending: np.ndarray | None = self._first
+
+    def next(self) -> np.ndarray:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        ok, frame = self.cap.read()
+        if not ok:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self.cap.read()
+            if not ok:
+                return self._first
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def copy_audio(src: Path, video_only: Path, dst: Path) -> str:
+    """Mux ``src``'s audio (if any) into ``video_only`` -> ``dst`` with ffmpeg; returns what
+    happened. Without ffmpeg the video is kept silent (a note, not an error)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return "not copied: ffmpeg not found (install ffmpeg to keep the input's audio)"
+    for audio_codec in ("copy", "aac"):  # copy when the container accepts it, else re-encode
+        cmd = [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(video_only),
+            "-i",
+            str(src),
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a?",
+            "-c:v",
+            "copy",
+            "-c:a",
+            audio_codec,
+            "-shortest",
+            str(dst),
+        ]
+        if subprocess.run(cmd, capture_output=True).returncode == 0:
+            return "copied" if audio_codec == "copy" else "re-encoded (aac)"
+    return "not copied: ffmpeg failed to mux the audio"

@@ -1,0 +1,78 @@
+"""Flags generated from the dataclass configs: defaults and help come from the config, and the
+old flag spellings keep working."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from portraitseg.cli import build_parser
+from portraitseg.commands._common import add_config_flags, config_from_args
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    size: int = dataclasses.field(default=8, metadata={"help": "a size"})
+    limit: int = dataclasses.field(default=4 * 1024, metadata={"help": "in KiB", "flag": "--limit-kb",
+                                                               "scale": 1024, "type": float})
+    on: bool = dataclasses.field(default=True, metadata={"help": "a switch"})
+    name: str | None = dataclasses.field(default=None, metadata={"help": "optional"})
+    hidden: int = 3  # no help: not a flag
+
+
+def _parse(argv: list[str]) -> _Cfg:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, _Cfg)
+    return config_from_args(_Cfg, parser.parse_args(argv))
+
+
+def test_generated_flags_keep_config_defaults_and_convert_units() -> None:
+    assert _parse([]) == _Cfg()
+    assert _parse(["--size", "16", "--limit-kb", "2", "--no-on", "--name", "x"]) == _Cfg(16, 2048, False, "x")
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, _Cfg)
+    text = parser.format_help()
+    assert "a size (default: 8)" in text and "(default: 4.0)" in text and "--hidden" not in text
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_serve_flags_come_from_server_config_and_old_spellings_work() -> None:
+    from portraitseg.server.config import MB, ServerConfig
+
+    args = _args("serve", "--workers-threads", "3", "--max-body-mb", "2.5", "--max-megapixels", "1",
+                 "--timeout", "7", "--model-threads", "2", "--max-concurrency", "5")
+    cfg = config_from_args(ServerConfig, args)
+    assert (cfg.worker_threads, cfg.model_threads, cfg.max_concurrency) == (3, 2, 5)
+    assert cfg.max_body_bytes == int(2.5 * MB) and cfg.max_pixels == 1_000_000 and cfg.timeout_s == 7.0
+    assert cfg.web_dir == Path("web")  # the command's default (the library's is None)
+    defaults = config_from_args(ServerConfig, _args("serve"))
+    assert defaults.max_body_bytes == ServerConfig().max_body_bytes and defaults.timeout_s == 30.0
+    with pytest.raises(ValueError, match="must be >= 1"):
+        ServerConfig(model_threads=0).validate()
+
+
+def test_export_flags_come_from_export_config() -> None:
+    from portraitseg.commands.export import config_from_cli
+    from portraitseg.export import ExportConfig
+
+    assert config_from_cli(_args("export", "default")) == ExportConfig()
+    cfg = config_from_cli(_args("export", "m.pt", "--format", "onnx", "--dynamic", "--flatten",
+                                "--output-kind", "probability", "--calib-count", "4", "--verify-count", "1"))
+    assert cfg.dynamic and cfg.flatten and cfg.output_kind == "probability"
+    assert (cfg.calib_count, cfg.verify_count) == (4, 1)
+
+
+@pytest.mark.parametrize("command", [["video", "in.mp4", "out.mp4"], ["webcam", "0"]])
+def test_video_and_webcam_take_predicts_postprocess_flags(command: list[str]) -> None:
+    from portraitseg.commands.video import model_config
+
+    cfg = model_config(_args(*command, "--no-smoothing", "--blur-size", "5", "--no-guided", "--threads", "2"))
+    assert not cfg.smoothing and cfg.threads == 2
+    assert cfg.postprocess.blur_size == 5 and not cfg.postprocess.guided
+    assert model_config(_args(*command)).smoothing  # on by default

@@ -1,0 +1,1 @@
+"""Tests of portraitseg.export (a package, so its conftest.py does not shadow tests/conftest.py)."""
