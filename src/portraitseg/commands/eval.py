@@ -10,6 +10,7 @@ from ..data import open_dataset
 from ..evaluate import DEFAULT_GALLERY_K, compare, comparison_table, json_summary, write_json, write_reports
 from ..runtimes import PEERS, Runtime, open_model, peer_spec
 from ..runtimes.factory import BACKENDS
+from ._common import positive_int
 
 DEFAULT_SPLIT = "val.txt"
 
@@ -63,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     add("--limit", type=int, metavar="N", help="evaluate only the first N images of each dataset")
-    add("--threads", type=int, default=1, help="inference threads per model (default 1)")
+    add("--threads", type=positive_int, default=1, help="inference threads per model (default 1)")
     add("--backend", choices=BACKENDS, default="auto",
         help="for MODEL default: tflite, onnx or torch (default: auto = the fastest installed)")
     add(

@@ -19,6 +19,21 @@ from .io import DataError, read_gray, read_rgb
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
+def find_images(folder: str | Path) -> tuple[list[Path], list[str]]:
+    """Image files under ``folder`` (recursive, sorted) and one error line per broken symlink or
+    symlink loop among them (``is_file()`` is False for those, so they would vanish unreported)."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for p in sorted(Path(folder).rglob("*")):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.is_file():
+            files.append(p)
+        elif p.is_symlink():
+            errors.append(f"{p}: broken symbolic link or symlink loop")
+    return files, errors
+
+
 @dataclass
 class Sample:
     image: np.ndarray  # (H, W, 3) uint8 RGB

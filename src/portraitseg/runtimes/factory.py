@@ -64,6 +64,9 @@ def _open_file(path: Path, threads: int | None, peer: PeerSpec | None = None,
         raise FileNotFoundError(f"{path}: no such model file")
     peer = peer or peer_for_file(path)
     name = peer.name if peer else path.stem
+    if path.suffix == ".tflite" and not _installed("ai_edge_litert"):
+        # Checked here so `eval --peers all` names the fix instead of failing inside the import.
+        raise ValueError(f"{path}: .tflite models need the LiteRT runtime: {LITERT_HINT}")
     if peer:
         return _runtime_class(path)(path, name, threads, input_format=peer.input, output_format=peer.output)
     if path.suffix == ".onnx":
