@@ -89,7 +89,8 @@ def explicit_epochs(args: argparse.Namespace) -> int | None:
     value is the original plan, which a resumed run (maybe re-fitted to a time budget) keeps."""
     import yaml
 
-    given = [yaml.safe_load(item.partition("=")[2]) for item in args.set if item.partition("=")[0] == "epochs"]
+    pairs = [item.partition("=") for item in args.set]
+    given = [yaml.safe_load(value) for key, _, value in pairs if key == "epochs"]
     value = given[-1] if given else getattr(args, "epochs", None)
     return None if value is None else int(value)
 
