@@ -52,6 +52,25 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def add_max_pixels_flag(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--max-pixels N`` (the one limit of ``defaults.MAX_PIXELS``), for every image reader."""
+    parser.add_argument("--max-pixels", type=positive_int, default=default, metavar="N",
+                        help="refuse images larger than N pixels, read from the header before decoding; "
+                        "they count as bad files (default: %(default)s)")
+
+
+def report_skipped(skipped: list[str]) -> int:
+    """Print ``skipped: <reason>`` per skipped file and a count; returns how many (the commands
+    then exit 1, so a skipped file never passes silently)."""
+    import sys
+
+    for msg in skipped:
+        print(f"skipped: {msg}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped", file=sys.stderr)
+    return len(skipped)
+
+
 def flag_name(field: dataclasses.Field) -> str:
     return str(field.metadata.get("flag") or "--" + field.name.replace("_", "-"))
 

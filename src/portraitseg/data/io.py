@@ -17,6 +17,15 @@ class DataError(ValueError):
     """A problem with one input file; the message starts with the file's path."""
 
 
+class NoSamplesError(DataError):
+    """Nothing readable was left; ``skipped`` holds why each file was skipped, so the command
+    can list the reasons before its one-line error."""
+
+    def __init__(self, message: str, skipped: list[str]) -> None:
+        super().__init__(message)
+        self.skipped = list(skipped)
+
+
 def image_size(source: str | Path | bytes) -> tuple[int, int] | None:
     """(width, height) from the image header, without decoding pixels; None when PIL cannot
     identify the data (the decoder then reports it as unreadable)."""
