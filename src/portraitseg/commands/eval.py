@@ -22,7 +22,8 @@ of the set, plus median model-call latency).
 
 MODEL is 'default' (the bundled model on the fastest installed backend, the same as in predict;
 --backend picks another), a checkpoint .pt, an exported .onnx or .tflite, or a peer name looked
-up in --anchors / $PORTRAITSEG_ANCHORS / ../shared/anchors. Peers:
+up in --anchors / $PORTRAITSEG_ANCHORS / ../shared/anchors (from the working folder, then
+beside the repo checkout). .tflite peers need the 'tflite' extra. Peers:
   %(peers)s
 
 Datasets are labelled DIRNAME/SPLIT (e.g. vikram_val/val), or DIRNAME without a split.
@@ -54,7 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add(
         "--anchors",
         metavar="DIR",
-        help="peer-model folder (default: $PORTRAITSEG_ANCHORS or ../shared/anchors)",
+        help="peer-model folder (default: $PORTRAITSEG_ANCHORS, else ../shared/anchors from the working "
+        "folder, else beside the repo checkout)",
     )
     add("--json", metavar="PATH", type=Path, help=JSON_HELP)
     add(

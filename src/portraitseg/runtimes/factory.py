@@ -91,7 +91,8 @@ def open_model(
     ``backend`` chooses among the bundled files for ``"default"`` (``"auto"``, ``"tflite"``,
     ``"onnx"``, ``"torch"``); a file is opened by its suffix and a peer by its own format.
     ``threads``: intra-op threads (``None``: the backend's default, all cores). ``anchors``:
-    the peer-model folder (else ``$PORTRAITSEG_ANCHORS``, else ``../shared/anchors``).
+    the peer-model folder (else ``$PORTRAITSEG_ANCHORS``, else ``../shared/anchors`` from the
+    working folder or beside the repo checkout).
     ``name`` overrides the runtime's label (tables, reports). ``input_size``: the working size
     where the model takes several (PyTorch, dynamic-shape ONNX); ``None`` reads it from the
     model config or the export's metadata (fixed-shape files always use their own).

@@ -34,7 +34,7 @@ def prepare_run_dir(run_dir: Path, resume: Path | None, overwrite: bool) -> None
         )
     if overwrite and resume is None:
         for p in earlier:
-            p.unlink()
+            p.unlink(missing_ok=True)  # under torchrun every rank gets here
     stale = remove_stale_temps(run_dir)
     if stale:
         print(f"note: removed {len(stale)} temporary file(s) left by an interrupted run in {run_dir}",
