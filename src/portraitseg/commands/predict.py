@@ -247,6 +247,7 @@ def _check_background(text: str, max_pixels: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from PIL import Image
     from tqdm import tqdm
 
     from ..data.io import DataError, check_pixels
@@ -277,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
                 check_pixels(job.path, args.max_pixels)
                 write_outputs(render_all(job, segmenter, paths, background), args.overwrite, summary)
                 summary.done += 1
-            except (DataError, ValueError, OSError) as exc:
+            # DecompressionBombError: PIL's own guard, reached only with --max-pixels above it.
+            except (DataError, ValueError, OSError, Image.DecompressionBombError) as exc:
                 summary.failed += 1
                 text = str(exc)
                 # DataError messages already start with the path.
