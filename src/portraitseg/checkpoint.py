@@ -39,8 +39,12 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(path)
+    except BaseException:  # disk full, Ctrl-C, SIGTERM (SystemExit): leave no half-written temp
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -58,9 +62,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     try:
         data = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:  # torch raises many types for a bad file
+        # torch's own text runs to several sentences (and lines): keep its first one.
+        reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
         raise ValueError(
-            f"{path}: not a readable PyTorch checkpoint ({exc.__class__.__name__}: {exc})"
-        ) from exc
+            f"{path}: not a readable PyTorch checkpoint, truncated or not a .pt file "
+            f"({exc.__class__.__name__}: {reason})"
+        ) from None
     if not isinstance(data, dict) or "model" not in data or "model_config" not in data:
         raise ValueError(f"{path}: not a portraitseg checkpoint (missing 'model'/'model_config')")
     return data

@@ -9,3 +9,8 @@ INPUT_SIZE = 224
 
 # Name of the registered model the bundled weights use (see ``portraitseg.models.registry``).
 DEFAULT_MODEL = "mobile-unet-050-bilinear"
+
+# Largest image (width x height) any reader decodes: predict/eval/cache/prepare (``--max-pixels``)
+# and the server. Checked from the file header before decoding, so a decompression bomb (a small
+# PNG declaring 30000x30000 = 2.7 GB of RGB) is refused instead of exhausting memory.
+MAX_PIXELS = 25_000_000

@@ -170,7 +170,9 @@ def evaluate(
     skipped = list(getattr(getattr(dataset, "skipped", None), "errors", []))
     if not rows:
         note = f" ({len(skipped)} skipped)" if skipped else ""
-        raise ValueError(f"{name}: no images were evaluated{note}")
+        from .data.io import NoSamplesError
+
+        raise NoSamplesError(f"{name}: no images were evaluated{note}", skipped)
     summary = _summary(runtime, name, agg, rows, threshold, skipped)
     return EvalResult(runtime.name, name, rows, summary, worst.items(), skipped)
 

@@ -23,8 +23,9 @@ import torch
 from tqdm import tqdm
 
 from .data.augment import composite, person_boxes
-from .data.datasets import IMAGE_SUFFIXES, Sample, open_dataset
-from .data.io import DataError, encode_image, read_rgb, write_atomic
+from .data.datasets import Sample, find_images, open_dataset
+from .data.io import DataError, NoSamplesError, encode_image, read_rgb, write_atomic
+from .defaults import MAX_PIXELS
 
 MANIFEST_COLUMNS = ["name", "source", "stem", "background", "bg_width", "bg_height", "x0", "y0", "crop"]
 
@@ -33,16 +34,37 @@ MANIFEST_COLUMNS = ["name", "source", "stem", "background", "bg_width", "bg_heig
 class PrepareReport:
     written: list[str] = field(default_factory=list)  # output stems, in train.txt order
     skipped: list[str] = field(default_factory=list)  # one message per bad file
+    bad_backgrounds: set[Path] = field(default_factory=set)  # reported once, then not picked again
 
 
-def list_backgrounds(folder: str | Path) -> list[Path]:
+def list_backgrounds(folder: str | Path, report: PrepareReport | None = None) -> list[Path]:
+    """Background images under ``folder``; broken symlinks/loops go to ``report.skipped``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: background folder not found")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files, bad_links = find_images(folder)
+    if report is not None:
+        report.skipped += bad_links
     if not files:
         raise DataError(f"{folder}: no background images found")
     return files
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
+    """prepare writes a new dataset: refuse an input (or a folder holding one) and any folder
+    with files in it, so an existing dataset's train.txt/alpha/ are never rewritten."""
+    for src in inputs:
+        if _overlaps(out, src):
+            raise DataError(f"{out}: output folder is (or contains, or lies inside) the input {src}; "
+                            "give a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: output folder exists and is not empty; prepare writes a new dataset, "
+                        "give a new or empty folder")
 
 
 def cover_resize(bg: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -106,6 +128,7 @@ def _composites(
     portrait_crops: bool,
     out: Path,
     report: PrepareReport,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[list[str]]:
     """Write ``per_image`` composites of one sample; returns their manifest rows."""
     rows: list[list[str]] = []
@@ -113,9 +136,12 @@ def _composites(
     picks = rng.choice(len(backgrounds), size=per_image, replace=len(backgrounds) < per_image)
     for k, bg_index in enumerate(picks):
         bg_path = backgrounds[int(bg_index)]
+        if bg_path in report.bad_backgrounds:
+            continue  # already reported; the draws stay as they were, so seeds reproduce
         try:
-            bg = cover_resize(read_rgb(bg_path), h, w)
+            bg = cover_resize(read_rgb(bg_path, max_pixels), h, w)
         except DataError as exc:
+            report.bad_backgrounds.add(bg_path)
             report.skipped.append(str(exc))
             continue
         y0 = int(rng.integers(0, bg.shape[0] - h + 1))
@@ -144,6 +170,7 @@ def prepare(
     seed: int = 0,
     portrait_crops: bool = False,
     progress: bool = True,
+    max_pixels: int = MAX_PIXELS,
 ) -> PrepareReport:
     """Composite every readable sample of ``sources`` onto ``per_image`` random backgrounds.
 
@@ -153,22 +180,24 @@ def prepare(
     if per_image < 1:
         raise ValueError("per_image must be at least 1")
     out = Path(out)
-    bg_files = list_backgrounds(backgrounds)
-    rng = np.random.default_rng(seed)
+    sources = [(Path(root), split) for root, split in sources]
+    check_output_folder(out, [root for root, _ in sources] + [Path(backgrounds)])
     report = PrepareReport()
+    bg_files = list_backgrounds(backgrounds, report)
+    rng = np.random.default_rng(seed)
     manifest: list[list[str]] = []
     for root, split in sources:
-        dataset = open_dataset(root, split, on_error="skip")
+        dataset = open_dataset(root, split, on_error="skip", max_pixels=max_pixels)
         bar = tqdm(
             dataset, total=len(dataset), desc=f"prepare {dataset.name}", unit="img", disable=not progress
         )
         for sample in bar:
             manifest += _composites(
-                sample, dataset.name, bg_files, per_image, rng, portrait_crops, out, report
+                sample, dataset.name, bg_files, per_image, rng, portrait_crops, out, report, max_pixels
             )
         report.skipped += dataset.skipped.errors
     if not report.written:
-        raise DataError(f"{out}: no readable samples to composite")
+        raise NoSamplesError(f"{out}: no readable samples to composite", report.skipped)
     write_atomic(out / "train.txt", ("\n".join(report.written) + "\n").encode())
     text = io.StringIO()
     csv.writer(text).writerows([MANIFEST_COLUMNS, *manifest])

@@ -76,3 +76,19 @@ def test_video_and_webcam_take_predicts_postprocess_flags(command: list[str]) ->
     assert not cfg.smoothing and cfg.threads == 2
     assert cfg.postprocess.blur_size == 5 and not cfg.postprocess.guided
     assert model_config(_args(*command)).smoothing  # on by default
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "x.jpg", "--threads", "-1"],
+    ["eval", "--data", "d", "--threads", "0"],
+    ["bench", "--threads", "1,-1"],
+    ["export", "default", "--threads", "-1"],
+    ["cache", "o.npz", "--images", "d", "--max-pixels", "0"],
+])
+def test_thread_and_pixel_counts_must_be_positive(argv: list[str], capsys) -> None:
+    from portraitseg.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err

@@ -109,13 +109,63 @@ def test_corrupt_image_exits_2_naming_the_file(tiny_checkpoint: Path, tmp_path: 
     assert main(["eval", str(tiny_checkpoint), "--data", str(data), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken.jpg" in err[0] and err[0].startswith("portraitseg eval: error:")
-    # --skip-bad evaluates the rest and lists what was skipped.
+    # --skip-bad evaluates the rest, lists what was skipped and exits 1 (as cache and prepare do).
     out_json = tmp_path / "s.json"
     assert (
-        main(["eval", str(tiny_checkpoint), "--data", str(data), "--skip-bad", "--json", str(out_json)]) == 0
+        main(["eval", str(tiny_checkpoint), "--data", str(data), "--skip-bad", "--json", str(out_json)]) == 1
     )
     assert json.loads(out_json.read_text())["n_images"] == 1
-    assert "broken.jpg" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "1 file(s) skipped per model" in err
+
+
+def test_bomb_and_all_bad_with_skip_bad(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    from imagebombs import png_bomb
+
+    data = make_dataset(tmp_path / "ds", ["good", "bomb"])
+    (data / "images" / "bomb.jpg").unlink()
+    png_bomb(data / "images" / "bomb.png")
+    assert main(["eval", str(tiny_checkpoint), "--data", str(data), "--skip-bad", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "bomb.png: image is" in err and "over the limit of" in err and "Traceback" not in err
+    # Every sample bad: the reasons are listed, then the one-line error.
+    code = main(["eval", str(tiny_checkpoint), "--data", str(data), "--skip-bad", "--quiet",
+                 "--max-pixels", "10"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "skipped: " in err and "good.jpg: image is" in err and "bomb.png: image is" in err
+    assert "no images were evaluated (2 skipped)" in err
+
+
+def test_threads_must_be_positive(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["eval", str(tiny_checkpoint), "--data", str(tmp_path), "--threads", "-1"])
+    assert "--threads: must be at least 1, got -1" in capsys.readouterr().err
+
+
+def test_peers_outside_the_repo(tmp_path: Path, monkeypatch, capsys) -> None:
+    from portraitseg.runtimes import factory
+
+    if not (Path(__file__).resolve().parents[2] / ".." / "shared" / "anchors").is_dir():
+        pytest.skip("../shared/anchors beside the repo not found")
+    data = make_dataset(tmp_path / "ds", ["a"])
+    monkeypatch.chdir(tmp_path)  # ../shared/anchors does not exist from here
+    monkeypatch.delenv("PORTRAITSEG_ANCHORS", raising=False)
+    anchors = factory.peer_path(factory.peer_spec("sinet_320"))
+    assert anchors.is_file()  # found beside the repo checkout instead
+    monkeypatch.setenv("PORTRAITSEG_ANCHORS", str(tmp_path / "nowhere"))
+    assert main(["eval", "--peers", "sinet_320", "--data", str(data), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "sinet_320.onnx: peer model file not found" in err and "--anchors" in err
+    assert "PORTRAITSEG_ANCHORS" in err
+    # Without the tflite extra, a .tflite peer names the extra to install.
+    monkeypatch.delenv("PORTRAITSEG_ANCHORS")
+    real = factory._installed
+    monkeypatch.setattr(factory, "_installed", lambda m: False if m == "ai_edge_litert" else real(m))
+    assert main(["eval", "--peers", "all", "--data", str(data), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'portraitseg[tflite]'" in err
 
 
 def test_bad_arguments_exit_2(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:

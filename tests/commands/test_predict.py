@@ -71,7 +71,7 @@ def test_no_overwrite_without_flag(inputs: Path, tmp_path: Path, capsys: pytest.
     existing.parent.mkdir(parents=True)
     existing.write_bytes(b"keep me")
     assert main(["predict", str(photo), "-o", str(out), "--no-progress"]) == 1
-    assert "exists (use --overwrite)" in capsys.readouterr().err
+    assert "exists with different content (use --overwrite)" in capsys.readouterr().err
     assert existing.read_bytes() == b"keep me"
     assert main(["predict", str(photo), "-o", str(out), "--no-progress", "--overwrite"]) == 0
     assert size_of(existing) == size_of(photo)

@@ -112,8 +112,38 @@ def test_bad_files_are_reported_and_skipped_with_exit_1(
                  "--per-image", "4", "--quiet"]) == 1  # fmt: skip
     err = capsys.readouterr().err
     assert str(bad_image) in err
-    assert "broken.jpg" in err
+    assert err.count("broken.jpg") == 1  # one bad background is reported once, however often drawn
     # The two good samples were still written.
     written = (out / "train.txt").read_text().split()
     assert written and all(bad_image.stem not in s for s in written)
     assert not list(out.rglob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_refuses_an_existing_dataset_or_an_input(ccp3: Path, textures: Path, tmp_path: Path, capsys) -> None:
+    before = {p: p.read_bytes() for p in ccp3.rglob("*") if p.is_file()}
+    assert run_prepare(ccp3, textures, ccp3) == 2  # output = the input dataset
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{ccp3}: output folder is (or contains, or lies inside) the input" in err
+    out = tmp_path / "out"
+    assert run_prepare(ccp3, textures, out) == 0
+    written = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert run_prepare(ccp3, textures, out) == 2  # an earlier result is never rewritten
+    assert f"{out}: output folder exists and is not empty" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == written
+    assert {p: p.read_bytes() for p in ccp3.rglob("*") if p.is_file()} == before
+    assert not (ccp3 / "alpha").exists()
+
+
+def test_bomb_background_and_every_sample_bad(ccp3: Path, textures: Path, tmp_path: Path, capsys) -> None:
+    from imagebombs import png_bomb
+
+    png_bomb(textures / "bomb.png")
+    assert run_prepare(ccp3, textures, tmp_path / "a", "--per-image", "4") == 1
+    err = capsys.readouterr().err
+    assert err.count(f"{textures / 'bomb.png'}: image is") == 1 and "Traceback" not in err
+    assert run_prepare(ccp3, textures, tmp_path / "b", "--max-pixels", "100") == 2
+    err = capsys.readouterr().err
+    assert err.count("skipped: ") >= 3 and "over the limit of 100" in err
+    assert "no readable samples to composite" in err.strip().splitlines()[-1]

@@ -99,3 +99,30 @@ def test_cli_skip_bad_reports_the_file_and_exits_1(ccp3: Path, tmp_path: Path, c
     assert main(["cache", str(tmp_path / "d.npz"), "--data", f"{ccp3}:train.txt", "--size", str(SIZE)]) == 2
     assert str(bad) in capsys.readouterr().err
     assert not (tmp_path / "d.npz").exists()
+
+
+def test_images_skip_bad_and_bomb(tmp_path: Path, capsys) -> None:
+    from imagebombs import png_bomb
+
+    folder = tmp_path / "bg"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.png"), np.full((40, 30, 3), 90, np.uint8))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    png_bomb(folder / "bomb.png")
+    out = tmp_path / "bg.npz"
+    assert main(["cache", str(out), "--images", str(folder), "--size", str(SIZE)]) == 2
+    assert not out.exists()
+    assert main(["cache", str(out), "--images", str(folder), "--size", str(SIZE), "--skip-bad"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped: " + str(folder / "broken.jpg") in err and f"{folder / 'bomb.png'}: image is" in err
+    assert "2 file(s) skipped" in err
+    assert len(load_cache(out, workers=1).images) == 1
+
+
+def test_every_sample_bad_lists_the_reasons(ccp3: Path, tmp_path: Path, capsys) -> None:
+    code = main(["cache", str(tmp_path / "c.npz"), "--data", f"{ccp3}:train.txt", "--size", str(SIZE),
+                 "--skip-bad", "--max-pixels", "100"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("skipped: ") == 3 and "over the limit of 100 (--max-pixels)" in err
+    assert "no readable samples to cache" in err.strip().splitlines()[-1]

@@ -210,3 +210,65 @@ def test_unknown_option_is_a_clear_error(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["train", "--no-such-flag", "1"])
     assert exc.value.code == 2
+
+
+# --------------------------------------------------------------------------- issue 11: run folders
+
+
+def test_existing_run_is_refused_unless_resume_or_overwrite(caches, tmp_path: Path, capsys) -> None:
+    small = ("--limit", "8")
+    assert main(train_args(caches, tmp_path, 1, *small)) == 0
+    run = tmp_path / "r"
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    assert main(train_args(caches, tmp_path, 1, *small)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{run}: run 'r' already exists" in err and "--resume" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+    (run / ".last.pt.tmp").write_bytes(b"left by kill -9")
+    assert main(train_args(caches, tmp_path, 1, *small, "--overwrite")) == 0
+    assert len(read_metrics(run)) == 1  # started over, not appended
+    assert not list(run.glob(".*.tmp"))
+    assert "removed 1 temporary file(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"junk, not a checkpoint", "truncated"])
+def test_resume_from_a_bad_file_is_one_line(caches, tmp_path: Path, capsys, content) -> None:
+    bad = tmp_path / "last.pt"
+    if content == "truncated":
+        torch.save({"model": torch.zeros(10_000)}, bad)
+        bad.write_bytes(bad.read_bytes()[:2000])
+    else:
+        bad.write_bytes(content)
+    assert main(train_args(caches, tmp_path, 1, "--resume", str(bad))) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"{bad}: not a readable PyTorch checkpoint" in err
+
+
+def test_resume_honours_new_epochs(caches, tmp_path: Path, capsys) -> None:
+    small = ("--limit", "8")
+    assert main(train_args(caches, tmp_path, 1, *small)) == 0
+    last = tmp_path / "r" / "last.pt"
+    assert main(train_args(caches, tmp_path, 1, *small, "--resume", str(last), "--set", "epochs=2")) == 0
+    assert "re-planned from 1 to 2 epochs" in capsys.readouterr().out
+    state = torch.load(last, weights_only=False)
+    assert state["total_epochs"] == 2 and [r["epoch"] for r in state["history"]] == [1, 2]
+    assert main(train_args(caches, tmp_path, 1, *small, "--resume", str(last))) == 2
+    assert "already trained 2 epoch(s); epochs=1 leaves nothing to do" in capsys.readouterr().err
+
+
+def test_failed_checkpoint_save_leaves_no_temp(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from portraitseg import checkpoint
+
+    def full_disk(obj, path) -> None:
+        Path(path).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.atomic_save({"a": 1}, tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []

@@ -13,9 +13,62 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 MISSING = dataclasses.MISSING
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (threads, pixels): ``-1``/``0`` would
+    otherwise reach the runtime and mean something odd or fail deep inside it."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (``kill``, a container stop) into SystemExit(143) inside the block, so
+    ``finally``/``except BaseException`` clean-ups (temporary files) run as on Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test's worker): leave it be
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def add_max_pixels_flag(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--max-pixels N`` (the one limit of ``defaults.MAX_PIXELS``), for every image reader."""
+    parser.add_argument("--max-pixels", type=positive_int, default=default, metavar="N",
+                        help="refuse images larger than N pixels, read from the header before decoding; "
+                        "they count as bad files (default: %(default)s)")
+
+
+def report_skipped(skipped: list[str]) -> int:
+    """Print ``skipped: <reason>`` per skipped file and a count; returns how many (the commands
+    then exit 1, so a skipped file never passes silently)."""
+    import sys
+
+    for msg in skipped:
+        print(f"skipped: {msg}", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped", file=sys.stderr)
+    return len(skipped)
 
 
 def flag_name(field: dataclasses.Field) -> str:
@@ -40,13 +93,16 @@ def field_default(field: dataclasses.Field) -> Any:
     return value / scale if scale and value is not None else value
 
 
-def _value_type(field: dataclasses.Field, default: Any) -> type:
+def _value_type(field: dataclasses.Field, default: Any) -> Any:
     if "type" in field.metadata:
-        return field.metadata["type"]
-    if default is not None:
-        return type(default)
-    text = str(field.type)  # "int | None" (annotations are strings here)
-    return float if "float" in text else int if "int" in text else str
+        kind = field.metadata["type"]
+    elif default is not None:
+        kind = type(default)
+    else:
+        text = str(field.type)  # "int | None" (annotations are strings here)
+        kind = float if "float" in text else int if "int" in text else str
+    # Every thread count of every config: at least 1 (checked here once for all commands).
+    return positive_int if kind is int and field.name.endswith("threads") else kind
 
 
 def _help(field: dataclasses.Field, default: Any) -> str:

@@ -24,10 +24,10 @@ def _csv(text: str) -> list[str]:
 
 
 def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in _csv(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    """Comma-separated thread counts, each at least 1 (as every --threads flag)."""
+    from ._common import positive_int
+
+    return [positive_int(t) for t in _csv(text)]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

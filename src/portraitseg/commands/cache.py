@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ..defaults import INPUT_SIZE
+from ..defaults import INPUT_SIZE, MAX_PIXELS
+from ._common import add_max_pixels_flag, report_skipped
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,31 +27,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quality", type=int, default=85, help="WebP quality of the images (targets are lossless)"
     )
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable/mismatched pairs and report them")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable/mismatched pairs (and bad --images files) and report them (exit 1)")
+    add_max_pixels_flag(p, MAX_PIXELS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: `portraitseg --help` should not load OpenCV.
     from ..data.cache import build_cache, build_image_cache
+    from ..data.io import NoSamplesError
 
     if bool(args.data) == bool(args.images):
         raise ValueError("give either --data ROOT[:SPLIT] ... or --images DIR")
-    if args.images:
-        out = build_image_cache(args.images, args.out, args.size, args.quality)
-        print(f"wrote {out}")
-        return 0
-    sources = []
-    for spec in args.data:
-        root, _, split = spec.partition(":")
-        sources.append((root, split or None))
-    out, skipped = build_cache(
-        sources, args.out, args.size, args.quality, "skip" if args.skip_bad else "raise"
-    )
+    try:
+        if args.images:
+            skipped: list[str] = []
+            out = build_image_cache(args.images, args.out, args.size, args.quality,
+                                    skipped if args.skip_bad else None, args.max_pixels)
+        else:
+            sources = []
+            for spec in args.data:
+                root, _, split = spec.partition(":")
+                sources.append((root, split or None))
+            out, skipped = build_cache(sources, args.out, args.size, args.quality,
+                                       "skip" if args.skip_bad else "raise", args.max_pixels)
+    except NoSamplesError as exc:
+        report_skipped(exc.skipped)  # every sample was bad: say why before the one-line error
+        raise
     print(f"wrote {out}")
-    for msg in skipped:
-        print(f"skipped: {msg}", file=sys.stderr)
-    if skipped:
-        print(f"{len(skipped)} file(s) skipped", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if report_skipped(skipped) else 0

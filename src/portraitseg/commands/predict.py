@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import IMAGE_SUFFIXES
+from ..defaults import MAX_PIXELS
 from ..runtimes.factory import BACKENDS
-from ._common import MODEL_HELP, add_postprocess_flags, postprocess_config
+from ._common import MODEL_HELP, add_postprocess_flags, positive_int, postprocess_config
 
 DEFAULT_OUTDIR = Path("portraitseg-out")
 # What predict writes per image: the pipeline's renders plus a preview grid.
@@ -28,9 +29,11 @@ Segment the person in each INPUT and write, per image and per --output kind:
   grid       <stem>.grid.jpg       input | mask | cut-out on a checkerboard, side by side
 
 INPUT: image files, folders (searched recursively; the relative folder structure is kept
-under OUTDIR) or glob patterns (quote them; ** is recursive). Inputs are never overwritten;
-existing outputs are refused unless --overwrite. A bad file is reported as 'path: problem'
-and skipped; the exit code is then 1.
+under OUTDIR) or glob patterns (quote them; ** is recursive); folders and globs skip earlier
+outputs (*.mask.png, ...). Inputs are never overwritten; an existing output with the same
+content is left as it is (so rerunning a command succeeds), one with different content is
+refused unless --overwrite. A bad file is reported as 'path: problem' and skipped; the exit
+code is then 1.
 """
 
 
@@ -57,28 +60,55 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def is_own_output(path: Path) -> bool:
+    """``x.mask.png``, ``x.grid.jpg``...: what an earlier predict wrote (segmenting it again gives
+    ``x.mask.mask.png``)."""
+    return Path(path.stem).suffix.lstrip(".") in WRITE_KINDS
+
+
+def _folder_jobs(path: Path, outdir: Path, errors: list[str]) -> tuple[list[Job], int]:
+    from ..data.datasets import find_images
+
+    if path.resolve() == outdir.resolve() or _inside(path, outdir):
+        raise ValueError(f"{path}: input folder is the output folder (-o {outdir}) or inside it; "
+                         "give another -o")
+    found, bad_links = find_images(path)
+    errors += bad_links
+    # Skip OUTDIR when it sits inside the input folder: a rerun must not segment its own outputs.
+    files = [p for p in found if not _inside(p, outdir)]
+    kept = [p for p in files if not is_own_output(p)]
+    return [Job(p, p.parent.relative_to(path)) for p in kept], len(files) - len(kept)
+
+
 def collect_inputs(specs: list[str], outdir: Path) -> tuple[list[Job], list[str]]:
-    """Expand files/folders/globs into jobs; unmatched specs become error lines."""
+    """Expand files/folders/globs into jobs; unmatched specs become error lines. Folders and globs
+    skip our own earlier outputs (named file inputs are taken as given)."""
     jobs: list[Job] = []
     errors: list[str] = []
+    own = 0
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            # Skip OUTDIR when it sits inside the input folder: a rerun must not segment its
-            # own previous outputs.
-            found = (p for p in path.rglob("*") if p.is_file() and _is_image(p))
-            files = sorted(p for p in found if not _inside(p, outdir))
-            jobs += [Job(p, p.parent.relative_to(path)) for p in files]
+            found, skipped = _folder_jobs(path, outdir, errors)
+            jobs += found
+            own += skipped
         elif path.is_file():
             jobs.append(Job(path, Path()))
         elif any(c in spec for c in GLOB_CHARS):
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
             files = [m for m in matches if m.is_file() and _is_image(m)]
+            errors += [f"{m}: broken symbolic link or symlink loop" for m in matches
+                       if _is_image(m) and m.is_symlink() and not m.exists()]
+            kept = [m for m in files if not is_own_output(m)]
+            own += len(files) - len(kept)
             if not files:
                 errors.append(f"{spec}: no image files match")
-            jobs += [Job(p, Path()) for p in files]
+            jobs += [Job(p, Path()) for p in kept]
         else:
             errors.append(f"{spec}: no such file or folder")
+    if own:
+        print(f"note: skipped {own} earlier predict output file(s) (*.mask.png, *.grid.jpg, ...)",
+              file=sys.stderr)
     return jobs, errors
 
 
@@ -131,8 +161,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--backend", choices=BACKENDS, default="auto",
         help="for --model default: LiteRT, ONNX Runtime or PyTorch (default: auto = the fastest installed: "
              "tflite, else onnx)")
-    add("--threads", type=int, default=None, help="inference threads (default: backend default)")
-    add("--overwrite", action="store_true", help="replace existing output files")
+    add("--threads", type=positive_int, default=None, help="inference threads (default: backend default)")
+    add("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N",
+        help="refuse images (and --background) larger than N pixels, read from the header before "
+             "decoding (default: %(default)s)")
+    add("--overwrite", action="store_true",
+        help="replace existing outputs whose content differs (identical ones are always kept as they are)")
     add("--no-progress", action="store_true", help="no progress bar")
     add_postprocess_flags(parser)
     parser.set_defaults(func=run)
@@ -144,66 +178,114 @@ class Summary:
     done: int = 0
     failed: int = 0
     written: int = 0
+    unchanged: int = 0
 
 
-def _check_outputs(paths: dict[str, Path], inputs: set[Path], claimed: dict[Path, Path], job: Job,
-                   overwrite: bool) -> None:
+def _check_outputs(paths: dict[str, Path], inputs: set[Path], claimed: dict[Path, Path], job: Job) -> None:
     for out in paths.values():
         resolved = out.resolve()
         if resolved in inputs:
             raise ValueError(f"output {out} is an input file; refusing to overwrite it")
         if resolved in claimed:
             raise ValueError(f"output {out} is also the output of {claimed[resolved]} (same name)")
-        if out.exists() and not overwrite:
-            raise ValueError(f"output {out} exists (use --overwrite)")
     for out in paths.values():
         claimed[out.resolve()] = job.path
 
 
-def process(job: Job, segmenter, paths: dict[str, Path], background: object) -> int:
-    from ..data.io import encode_image, write_atomic
+def render_all(job: Job, segmenter, paths: dict[str, Path], background: object) -> dict[Path, bytes]:
+    """Every output of one image, encoded (nothing written yet)."""
+    from ..data.io import encode_image
 
     pred = segmenter.predict(job.path)
+    encoded: dict[Path, bytes] = {}
     for kind, out in paths.items():
         if kind == "grid":
             image = make_grid(pred.image, pred.alpha)
         else:
             image = segmenter.render(pred, kind, background)
-        write_atomic(out, encode_image(image, out.suffix))
-    return len(paths)
+        encoded[out] = encode_image(image, out.suffix)
+    return encoded
+
+
+def write_outputs(encoded: dict[Path, bytes], overwrite: bool, summary: Summary) -> None:
+    """Write what changed. An existing output with the same bytes is left alone (so a rerun of
+    the same command succeeds); one with different content is refused unless ``overwrite``,
+    before anything of this image is written."""
+    from ..data.io import write_atomic
+
+    todo = {}
+    for out, data in encoded.items():
+        if out.is_file() and out.read_bytes() == data:
+            summary.unchanged += 1
+        elif out.exists() and not overwrite:
+            raise ValueError(f"output {out} exists with different content (use --overwrite)")
+        else:
+            todo[out] = data
+    for out, data in todo.items():
+        write_atomic(out, data)
+        summary.written += 1  # counted per file, so a failure mid-image still reports the truth
+
+
+def _clean_stale_temps(outdir: Path) -> None:
+    from ..data.io import is_temp_file
+
+    if not outdir.is_dir():
+        return
+    stale = [p for p in outdir.rglob(".*.tmp") if is_temp_file(p) and is_own_output(Path(p.name[1:-4]))]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        print(f"note: removed {len(stale)} temporary file(s) left by an interrupted run in {outdir}",
+              file=sys.stderr)
+
+
+def _check_background(text: str, max_pixels: int) -> None:
+    from ..data.io import check_pixels
+
+    if text != "blur" and Path(text).is_file():
+        check_pixels(text, max_pixels)
 
 
 def run(args: argparse.Namespace) -> int:
+    from PIL import Image
     from tqdm import tqdm
 
-    from ..data.io import DataError
+    from ..data.io import DataError, check_pixels
     from ..inference import Segmenter, parse_background
+    from ._common import sigterm_as_exit
 
     kinds = list(dict.fromkeys(args.output or ["mask"]))
     cfg = postprocess_config(args)
+    if "composite" in kinds:
+        _check_background(args.background, args.max_pixels)
     background = parse_background(args.background) if "composite" in kinds else None
     jobs, errors = collect_inputs(args.inputs, args.outdir)
     for line in errors:
         print(line, file=sys.stderr)
     if not jobs:
         raise ValueError("no input images found")
+    _clean_stale_temps(args.outdir)
     segmenter = Segmenter(args.model, backend=args.backend, postprocess=cfg, threads=args.threads)
     inputs = {j.path.resolve() for j in jobs}
     claimed: dict[Path, Path] = {}
     summary = Summary(failed=len(errors))
     bar = tqdm(jobs, desc="predict", unit="img", disable=True if args.no_progress else None)
-    for job in bar:
-        paths = output_paths(job, args.outdir, kinds, args.composite_format)
-        try:
-            _check_outputs(paths, inputs, claimed, job, args.overwrite)
-            summary.written += process(job, segmenter, paths, background)
-            summary.done += 1
-        except (DataError, ValueError, OSError) as exc:
-            summary.failed += 1
-            text = str(exc)
-            # DataError messages already start with the path.
-            line = text if text.startswith(str(job.path)) else f"{job.path}: {text}"
-            tqdm.write(line, file=sys.stderr)
+    with sigterm_as_exit():
+        for job in bar:
+            paths = output_paths(job, args.outdir, kinds, args.composite_format)
+            try:
+                _check_outputs(paths, inputs, claimed, job)
+                check_pixels(job.path, args.max_pixels)
+                write_outputs(render_all(job, segmenter, paths, background), args.overwrite, summary)
+                summary.done += 1
+            # DecompressionBombError: PIL's own guard, reached only with --max-pixels above it.
+            except (DataError, ValueError, OSError, Image.DecompressionBombError) as exc:
+                summary.failed += 1
+                text = str(exc)
+                # DataError messages already start with the path.
+                line = text if text.startswith(str(job.path)) else f"{job.path}: {text}"
+                tqdm.write(line, file=sys.stderr)
+    same = f", {summary.unchanged} already up to date" if summary.unchanged else ""
     print(f"{summary.done} image(s) done, {summary.failed} failed, {summary.written} file(s) written to "
-          f"{args.outdir}", file=sys.stderr)
+          f"{args.outdir}{same}", file=sys.stderr)
     return 1 if summary.failed else 0

@@ -25,8 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add = parser.add_argument
     # Where uvicorn listens (not part of the app's ServerConfig).
     add("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, loopback only)")
-    add("--port", type=int, default=8000, help="(default: 8000)")
-    add("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    add("--port", type=int, default=8000, help="TCP port to listen on (default: 8000)")
+    add("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
+        help="uvicorn's log level (default: warning)")
     add_config_flags(parser, ServerConfig)
     add_postprocess_flags(parser)
     parser.set_defaults(func=run)

@@ -23,10 +23,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     p.add_argument("--train-cache", nargs="+", help=field_help(fields["train_cache"]))
     p.add_argument("--val-cache", nargs="+", help=field_help(fields["val_cache"]))
-    p.add_argument("--resume", type=Path, help="continue from a last.pt written by an earlier run")
+    p.add_argument("--resume", type=Path, help="continue from a last.pt written by an earlier run "
+                   "(--epochs / --set epochs=N re-plans the remaining schedule to N epochs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an existing run folder, deleting its checkpoints, metrics and graphs "
+                   "(without it, an existing --run is refused)")
     p.add_argument(
         "--set",
         nargs="*",
+        action="extend",  # a second --set adds to the first instead of silently replacing it
         default=[],
         metavar="KEY=VALUE",
         help="override any config field, e.g. --set augment.composite_p=0.5 model_overrides.width=0.75 "
@@ -79,10 +84,31 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(data)
 
 
+def explicit_epochs(args: argparse.Namespace) -> int | None:
+    """Epochs given on this command line (``--epochs`` or ``--set epochs=N``), else None: a YAML
+    value is the original plan, which a resumed run (maybe re-fitted to a time budget) keeps."""
+    import yaml
+
+    pairs = [item.partition("=") for item in args.set]
+    given = [yaml.safe_load(value) for key, _, value in pairs if key == "epochs"]
+    value = given[-1] if given else getattr(args, "epochs", None)
+    return None if value is None else int(value)
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..train.rundir import prepare_run_dir
+    from ._common import sigterm_as_exit
+
     cfg = build_config(args)
+    if args.resume is not None and args.overwrite:
+        raise ValueError("--resume continues a run and --overwrite starts one over: give one of them")
     with requires_extra("train"):
+        from ..checkpoint import load_training_state
         from ..train.trainer import train
-    best = train(cfg, resume=args.resume)
+    if args.resume is not None:
+        load_training_state(args.resume)  # a junk or truncated file fails now, not after loading data
+    prepare_run_dir(Path(cfg.out_dir) / cfg.run, args.resume, args.overwrite)
+    with sigterm_as_exit():  # atomic saves remove their temporary file on the way out
+        best = train(cfg, resume=args.resume, epochs=explicit_epochs(args) if args.resume else None)
     print(f"best weights: {best}")
     return 0

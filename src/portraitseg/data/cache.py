@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..defaults import INPUT_SIZE
-from .datasets import IMAGE_SUFFIXES, FolderDataset, Sample, open_dataset
-from .io import DataError, read_rgb
+from ..defaults import INPUT_SIZE, MAX_PIXELS
+from .datasets import FolderDataset, Sample, find_images, open_dataset
+from .io import DataError, NoSamplesError, read_rgb
 
 CACHE_VERSION = 1
 
@@ -75,6 +75,7 @@ def build_cache(
     size: int = INPUT_SIZE,
     quality: int = 85,
     on_error: str = "raise",
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[Path, list[str]]:
     """Encode labelled datasets (``(root, split)`` pairs) into one cache file.
 
@@ -88,7 +89,7 @@ def build_cache(
     source_names: list[str] = []
     skipped: list[str] = []
     for root, split in sources:
-        dataset = open_dataset(root, split, on_error=on_error)
+        dataset = open_dataset(root, split, on_error=on_error, max_pixels=max_pixels)
         source_names.append(dataset.name)
         for sample in tqdm(dataset, total=len(dataset), desc=f"cache {dataset.name}", unit="img"):
             image, target, ignore = _resize_sample(sample, size)
@@ -99,7 +100,7 @@ def build_cache(
             names.append(sample.name)
         skipped += dataset.skipped.errors
     if not images:
-        raise DataError(f"{out}: no readable samples to cache")
+        raise NoSamplesError(f"{out}: no readable samples to cache", skipped)
     arrays = _arrays(images, names, source, source_names, size)
     arrays["target_bytes"], arrays["target_offsets"] = _pack(targets)
     arrays["ignore_bytes"], arrays["ignore_offsets"] = _pack(ignores)
@@ -107,25 +108,43 @@ def build_cache(
 
 
 def build_image_cache(
-    folders: str | Path | Sequence[str | Path], out: str | Path, size: int = INPUT_SIZE, quality: int = 85
+    folders: str | Path | Sequence[str | Path],
+    out: str | Path,
+    size: int = INPUT_SIZE,
+    quality: int = 85,
+    skipped: list[str] | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> Path:
     """Cache unlabelled image folders (backgrounds for synthetic compositing).
 
-    Each folder becomes one source (named after the folder), so training can weight them.
+    Each folder becomes one source (named after the folder), so training can weight them. A bad
+    image raises :class:`DataError`, or with a ``skipped`` list is recorded there and left out.
     """
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     images: list[bytes] = []
     names: list[str] = []
     source: list[int] = []
     for i, folder in enumerate(folders):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files, bad_links = find_images(folder)
         if not files:
             raise DataError(f"{folder}: no images found")
+        if bad_links and skipped is None:
+            raise DataError(bad_links[0])
+        if skipped is not None:
+            skipped += bad_links
         for p in tqdm(files, desc=f"cache {folder.name}", unit="img"):
-            img = cv2.resize(read_rgb(p), (size, size), interpolation=cv2.INTER_AREA)
+            try:
+                img = cv2.resize(read_rgb(p, max_pixels), (size, size), interpolation=cv2.INTER_AREA)
+            except DataError as exc:
+                if skipped is None:
+                    raise
+                skipped.append(str(exc))
+                continue
             images.append(_encode(img, False, quality))
             names.append(p.stem)
             source.append(i)
+    if not images:
+        raise NoSamplesError(f"{out}: no readable images to cache", skipped or [])
     return _save(out, _arrays(images, names, source, [f.name for f in folders], size))
 
 

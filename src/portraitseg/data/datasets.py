@@ -13,10 +13,26 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import MAX_PIXELS
 from .io import DataError, read_gray, read_rgb
 
 # Every image suffix the package reads (datasets, predict inputs, export calibration photos).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def find_images(folder: str | Path) -> tuple[list[Path], list[str]]:
+    """Image files under ``folder`` (recursive, sorted) and one error line per broken symlink or
+    symlink loop among them (``is_file()`` is False for those, so they would vanish unreported)."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for p in sorted(Path(folder).rglob("*")):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.is_file():
+            files.append(p)
+        elif p.is_symlink():
+            errors.append(f"{p}: broken symbolic link or symlink loop")
+    return files, errors
 
 
 @dataclass
@@ -62,8 +78,10 @@ class FolderDataset:
     them in ``self.skipped``; the default raises :class:`DataError` naming the file.
     """
 
-    def __init__(self, root: str | Path, split: str | Path | None = None, on_error: str = "raise") -> None:
+    def __init__(self, root: str | Path, split: str | Path | None = None, on_error: str = "raise",
+                 max_pixels: int = MAX_PIXELS) -> None:
         self.root = Path(root)
+        self.max_pixels = max_pixels  # larger images are bad samples, refused from their header
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset folder not found")
         if on_error not in ("raise", "skip"):
@@ -96,9 +114,9 @@ class FolderDataset:
         """Read one pair, validating it; raises :class:`DataError` naming the bad file."""
         stem = self.stems[index]
         image_path = _find_image(self.image_dir, stem)
-        image = read_rgb(image_path)
+        image = read_rgb(image_path, self.max_pixels)
         target_path = self.target_dir / f"{stem}.png"
-        target = read_gray(target_path)
+        target = read_gray(target_path, self.max_pixels)
         if target.shape != image.shape[:2]:
             raise DataError(
                 f"{target_path}: mask size {target.shape[1]}x{target.shape[0]} does not match "
@@ -110,7 +128,7 @@ class FolderDataset:
             target_f = (target >= 128).astype(np.float32)
         ignore = np.zeros(image.shape[:2], dtype=bool)
         if self.ignore_dir is not None and (self.ignore_dir / f"{stem}.png").is_file():
-            ign = read_gray(self.ignore_dir / f"{stem}.png")
+            ign = read_gray(self.ignore_dir / f"{stem}.png", self.max_pixels)
             if ign.shape != image.shape[:2]:
                 raise DataError(f"{self.ignore_dir / stem}.png: ignore map size does not match image")
             ignore = ign >= 128
@@ -176,7 +194,8 @@ class NpyDataset:
             yield self.load(i)
 
 
-def open_dataset(spec: str | Path, split: str | Path | None = None, on_error: str = "raise"):
+def open_dataset(spec: str | Path, split: str | Path | None = None, on_error: str = "raise",
+                 max_pixels: int = MAX_PIXELS):
     """A folder dataset, or ``images.npy:masks.npy`` for the original project's arrays."""
     text = str(spec)
     if text.endswith(".npy") or ".npy:" in text:
@@ -184,4 +203,4 @@ def open_dataset(spec: str | Path, split: str | Path | None = None, on_error: st
         if not masks:
             raise DataError(f"{text}: give the .npy arrays as IMAGES.npy:MASKS.npy")
         return NpyDataset(images, masks)
-    return FolderDataset(spec, split, on_error)
+    return FolderDataset(spec, split, on_error, max_pixels)

@@ -64,6 +64,9 @@ def _open_file(path: Path, threads: int | None, peer: PeerSpec | None = None,
         raise FileNotFoundError(f"{path}: no such model file")
     peer = peer or peer_for_file(path)
     name = peer.name if peer else path.stem
+    if path.suffix == ".tflite" and not _installed("ai_edge_litert"):
+        # Checked here so `eval --peers all` names the fix instead of failing inside the import.
+        raise ValueError(f"{path}: .tflite models need the LiteRT runtime: {LITERT_HINT}")
     if peer:
         return _runtime_class(path)(path, name, threads, input_format=peer.input, output_format=peer.output)
     if path.suffix == ".onnx":
@@ -88,7 +91,8 @@ def open_model(
     ``backend`` chooses among the bundled files for ``"default"`` (``"auto"``, ``"tflite"``,
     ``"onnx"``, ``"torch"``); a file is opened by its suffix and a peer by its own format.
     ``threads``: intra-op threads (``None``: the backend's default, all cores). ``anchors``:
-    the peer-model folder (else ``$PORTRAITSEG_ANCHORS``, else ``../shared/anchors``).
+    the peer-model folder (else ``$PORTRAITSEG_ANCHORS``, else ``../shared/anchors`` from the
+    working folder or beside the repo checkout).
     ``name`` overrides the runtime's label (tables, reports). ``input_size``: the working size
     where the model takes several (PyTorch, dynamic-shape ONNX); ``None`` reads it from the
     model config or the export's metadata (fixed-shape files always use their own).

@@ -10,7 +10,10 @@ from pathlib import Path
 from .contracts import InputFormat, OutputFormat
 
 ANCHORS_ENV = "PORTRAITSEG_ANCHORS"
-DEFAULT_ANCHORS = Path("..") / "shared" / "anchors"  # relative to the working directory
+DEFAULT_ANCHORS = Path("..") / "shared" / "anchors"  # relative to the working directory, then the repo
+# A source checkout's root (src/portraitseg/runtimes/peers.py -> 3 levels up): the repo's
+# ../shared/anchors is found from any working directory.
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,20 @@ PEERS: dict[str, PeerSpec] = {
 PEER_ALIASES = {"mediapipe_selfie_landscape": "mediapipe_selfie_landscape_144x256"}
 
 
-def anchors_dir(anchors: str | Path | None = None) -> Path:
-    """Peer-model folder: the argument, else $PORTRAITSEG_ANCHORS, else ../shared/anchors."""
+def anchors_candidates(anchors: str | Path | None = None) -> list[Path]:
+    """Where peer models are looked for, in order: the argument, else $PORTRAITSEG_ANCHORS,
+    else ../shared/anchors from the working directory, then beside the repo checkout."""
     if anchors is not None:
-        return Path(anchors)
-    return Path(os.environ.get(ANCHORS_ENV) or DEFAULT_ANCHORS)
+        return [Path(anchors)]
+    if os.environ.get(ANCHORS_ENV):
+        return [Path(os.environ[ANCHORS_ENV])]
+    return list(dict.fromkeys([DEFAULT_ANCHORS, REPO_ROOT / DEFAULT_ANCHORS]))
+
+
+def anchors_dir(anchors: str | Path | None = None) -> Path:
+    """Peer-model folder: the first of :func:`anchors_candidates` that exists (else the first)."""
+    candidates = anchors_candidates(anchors)
+    return next((p for p in candidates if p.is_dir()), candidates[0])
 
 
 def is_peer_name(name: str) -> bool:
@@ -105,9 +117,12 @@ def peer_for_file(path: Path) -> PeerSpec | None:
 
 
 def peer_path(spec: PeerSpec, anchors: str | Path | None = None) -> Path:
-    path = anchors_dir(anchors) / spec.filename
-    if not path.is_file():
+    candidates = [p / spec.filename for p in anchors_candidates(anchors)]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        looked = ", ".join(str(p) for p in candidates)
         raise FileNotFoundError(
-            f"{path}: peer model file not found (set --anchors or ${ANCHORS_ENV} to the anchors folder)"
+            f"{spec.filename}: peer model file not found (looked in {looked}); give --anchors DIR "
+            f"or set ${ANCHORS_ENV} to the anchors folder"
         )
     return path

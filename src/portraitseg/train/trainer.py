@@ -269,7 +269,9 @@ class Trainer:
             for old in kept[: -self.cfg.keep_epoch_checkpoints]:
                 old.unlink()
 
-    def resume(self, path: str | Path) -> None:
+    def resume(self, path: str | Path, epochs: int | None = None) -> None:
+        """Continue from a last.pt; ``epochs`` (given explicitly) replaces its planned total:
+        the cosine schedule is computed from the total at every step, so it re-plans the rest."""
         data = load_training_state(path, self.device)
         if config_from_dict(data["model_config"]) != self.model.config:
             raise ValueError(f"{path}: checkpoint model config differs from this run's")
@@ -284,6 +286,14 @@ class Trainer:
         self.best_val = float(data["best_val"])
         self.history = list(data["history"])
         _set_rng_state(data["rng"])
+        if epochs is not None and epochs != self.total_epochs:
+            if epochs <= self.start_epoch:
+                raise ValueError(f"{path}: already trained {self.start_epoch} epoch(s); epochs={epochs} "
+                                 "leaves nothing to do (give more)")
+            if self.dist.main:
+                print(f"resume: re-planned from {self.total_epochs} to {epochs} epochs "
+                      f"(learning-rate schedule recomputed for the remaining {epochs - self.start_epoch})")
+            self.total_epochs = epochs
 
 
 def _seed_everything(seed: int) -> None:
@@ -309,10 +319,11 @@ def _set_rng_state(rng: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None) -> Path:
+def train(cfg: TrainConfig, resume: str | Path | None = None, epochs: int | None = None) -> Path:
+    """Train (or continue from ``resume``); ``epochs`` re-plans a resumed run to that many."""
     trainer = Trainer(cfg)
     if resume:
-        trainer.resume(resume)
+        trainer.resume(resume, epochs)
     try:
         return trainer.fit()
     finally:

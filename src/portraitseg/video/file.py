@@ -241,7 +241,7 @@ def _finalise(src: Path, tmp: Path, dst: Path, with_audio: bool) -> str:
     if with_audio:
         muxed = tmp.with_name(tmp.stem + ".av" + tmp.suffix)
         audio = copy_audio(src, tmp, muxed)
-        if muxed.exists() and not audio.startswith("not"):
+        if muxed.exists() and not audio.startswith(("not", "none")):
             os.replace(muxed, tmp)
         elif muxed.exists():
             muxed.unlink()

@@ -107,12 +107,24 @@ class VideoBackground:
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
+NO_AUDIO = "none (the input has no audio track)"
+
+
+def has_audio(ffmpeg: str, src: Path) -> bool:
+    """Whether ``src`` has an audio stream: ``ffmpeg -i`` lists its streams on stderr (and exits
+    non-zero for want of an output), which needs no ffprobe."""
+    info = subprocess.run([ffmpeg, "-hide_banner", "-i", str(src)], capture_output=True, text=True)
+    return any(line.strip().startswith("Stream #") and " Audio:" in line for line in info.stderr.splitlines())
+
+
 def copy_audio(src: Path, video_only: Path, dst: Path) -> str:
     """Mux ``src``'s audio (if any) into ``video_only`` -> ``dst`` with ffmpeg; returns what
     happened. Without ffmpeg the video is kept silent (a note, not an error)."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         return "not copied: ffmpeg not found (install ffmpeg to keep the input's audio)"
+    if not has_audio(ffmpeg, src):
+        return NO_AUDIO  # "-map 1:a?" would succeed and we would claim "copied"
     for audio_codec in ("copy", "aac"):  # copy when the container accepts it, else re-encode
         cmd = [
             ffmpeg,

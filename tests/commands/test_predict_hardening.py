@@ -1,0 +1,161 @@
+"""``portraitseg predict`` on hostile and awkward inputs (issue 11): bombs, reruns, temp files,
+its own outputs, symlink loops, bad flags. Bad files are made in tmp at test time."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from imagebombs import png_bomb
+from portraitseg.cli import main
+from portraitseg.commands._common import sigterm_as_exit
+from portraitseg.data.io import write_atomic
+
+SAMPLE = REPO / "src" / "portraitseg" / "assets" / "astronaut.jpg"
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    return Path(shutil.copy(SAMPLE, folder / "astronaut.jpg"))
+
+
+def predict(*args: str) -> int:
+    return main(["predict", *args, "--no-progress"])
+
+
+def error_lines(err: str, needle: str) -> list[str]:
+    return [line for line in err.splitlines() if needle in line]
+
+
+def test_bomb_in_a_batch_is_one_line_and_the_batch_continues(photo: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    bomb = png_bomb(photo.parent / "bomb.png")
+    assert bomb.stat().st_size < 100_000
+    out = tmp_path / "out"
+    assert predict(str(photo.parent), "-o", str(out)) == 1
+    err = capsys.readouterr().err
+    lines = error_lines(err, "bomb.png")
+    assert len(lines) == 1 and "pixels, over the limit of" in lines[0] and "Traceback" not in err
+    assert "1 image(s) done, 1 failed, 1 file(s) written" in err
+    assert (out / "astronaut.mask.png").is_file() and not (out / "bomb.mask.png").exists()
+
+
+def test_max_pixels_is_configurable(photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert predict(str(photo), "-o", str(tmp_path / "out"), "--max-pixels", "1000") == 1
+    line, = error_lines(capsys.readouterr().err, "astronaut.jpg:")
+    assert "over the limit of 1000 (--max-pixels)" in line
+
+
+def test_bomb_as_background(photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bomb = png_bomb(tmp_path / "bg.png")
+    code = predict(str(photo), "-o", str(tmp_path / "out"), "--output", "composite",
+                   "--background", str(bomb))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and f"{bomb}: image is" in err
+
+
+def test_same_command_twice_succeeds_and_different_content_is_kept(photo: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    args = (str(photo), "-o", str(out), "--output", "mask", "--output", "grid")
+    assert predict(*args) == 0
+    first = (out / "astronaut.mask.png").read_bytes()
+    capsys.readouterr()
+    assert predict(*args) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s) done, 0 failed, 0 file(s) written" in err and "2 already up to date" in err
+    assert (out / "astronaut.mask.png").read_bytes() == first
+    # Different settings = different content: refused without --overwrite, the old file kept.
+    assert predict(*args, "--no-guided", "--smoothstep", "0.45", "0.55") == 1
+    assert "exists with different content (use --overwrite)" in capsys.readouterr().err
+    assert (out / "astronaut.mask.png").read_bytes() == first
+
+
+def test_output_folder_is_the_input_folder(photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert predict(str(photo.parent), "-o", str(photo.parent)) == 2
+    err = capsys.readouterr().err
+    assert "input folder is the output folder" in err and "give another -o" in err
+
+
+def test_glob_over_the_output_folder_skips_earlier_outputs(photo: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    folder = photo.parent
+    assert predict(str(photo), "-o", str(folder)) == 0  # astronaut.mask.png beside the photo
+    capsys.readouterr()
+    assert predict(str(folder / "*.*"), "-o", str(folder)) == 0
+    err = capsys.readouterr().err
+    assert "note: skipped 1 earlier predict output file(s)" in err
+    assert not (folder / "astronaut.mask.mask.png").exists()
+
+
+def test_symlink_loop_in_a_folder_is_reported(photo: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    loop = photo.parent / "loop.jpg"
+    os.symlink(loop.name, loop)  # points at itself
+    assert predict(str(photo.parent), "-o", str(tmp_path / "out")) == 1
+    err = capsys.readouterr().err
+    assert f"{loop}: broken symbolic link or symlink loop" in err
+    assert (tmp_path / "out" / "astronaut.mask.png").is_file()
+
+
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_threads_must_be_positive(photo: Path, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        predict(str(photo), "--threads", value)
+    assert exc.value.code == 2
+    assert f"--threads: must be at least 1, got {value}" in capsys.readouterr().err
+
+
+def test_disk_full_leaves_no_temp_and_counts_true(photo: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    real = pathlib.Path.write_bytes
+
+    def full_on_grid(self: Path, data: bytes) -> int:
+        real(self, data[: len(data) // 2])  # half written, then the disk is full
+        if ".grid." in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_on_grid)
+    out = tmp_path / "out"
+    assert predict(str(photo), "-o", str(out), "--output", "mask", "--output", "grid") == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "0 image(s) done, 1 failed, 1 file(s) written" in err
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.mask.png"]
+
+
+def test_sigterm_mid_write_removes_the_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pathlib.Path.write_bytes
+
+    def killed(self: Path, data: bytes) -> int:
+        real(self, data)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises SystemExit right here
+        return len(data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", killed)
+    with pytest.raises(SystemExit) as exc, sigterm_as_exit():
+        write_atomic(tmp_path / "x.mask.png", b"data")
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temp_from_a_killed_run_is_cleaned(photo: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".astronaut.mask.png.tmp").write_bytes(b"half")  # what kill -9 leaves
+    (out / ".notes.txt.tmp").write_bytes(b"not ours")
+    assert predict(str(photo), "-o", str(out)) == 0
+    assert "removed 1 temporary file(s) left by an interrupted run" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".notes.txt.tmp", "astronaut.mask.png"]

@@ -1,0 +1,52 @@
+"""``data.io``: the header-only pixel limit (shared by predict/eval/cache/prepare and the server)
+and atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from imagebombs import png_bomb
+from portraitseg.data.datasets import find_images
+from portraitseg.data.io import DataError, check_pixels, image_size, read_rgb, remove_stale_temps
+from portraitseg.defaults import MAX_PIXELS
+
+
+def test_bomb_is_refused_from_the_header(tmp_path: Path) -> None:
+    bomb = png_bomb(tmp_path / "bomb.png")
+    with pytest.raises(DataError) as exc:
+        read_rgb(bomb)  # would decode 2.7 GB without the header check
+    assert str(exc.value).startswith(f"{bomb}: image is ") and f"limit of {MAX_PIXELS}" in str(exc.value)
+    with pytest.raises(DataError, match=r"^upload: image is .* over the limit of 1000"):
+        check_pixels(bomb.read_bytes(), 1000, what="upload")  # bytes, as the server has them
+
+
+def test_under_the_limit_and_unknown_data_pass(tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((30, 40, 3), np.uint8))
+    assert image_size(small) == (40, 30) and image_size(small.read_bytes()) == (40, 30)
+    check_pixels(small, 1200)
+    with pytest.raises(DataError, match=r"small.png: image is 40x30 = 1200 pixels, over the limit of 1199"):
+        check_pixels(small, 1199)
+    check_pixels(b"not an image", 10)  # left to the decoder, which names the real problem
+    assert image_size(b"not an image") is None
+
+
+def test_find_images_reports_symlink_loops(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    files, errors = find_images(tmp_path)
+    assert files == [tmp_path / "a.png"]
+    assert errors == [f"{tmp_path / 'loop.jpg'}: broken symbolic link or symlink loop"]
+
+
+def test_remove_stale_temps(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".last.pt.tmp").write_bytes(b"x")
+    (tmp_path / "keep.txt").write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [tmp_path / "sub" / ".last.pt.tmp"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.txt", "sub"]

@@ -1,0 +1,46 @@
+"""The README's commands as a new user meets them (issue 11): the first command can be run
+twice, and the command table lists every command."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from portraitseg.cli import COMMANDS, main
+
+README = REPO / "README.md"
+
+
+def first_predict_command() -> list[str]:
+    """The ``portraitseg predict ...`` part of the first line of the README's first bash block
+    (the pip install before it is not re-run here)."""
+    block = re.search(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    assert block, "README has no bash block"
+    first = block.group(1).splitlines()[0]
+    words = shlex.split(first[first.index("portraitseg predict"):])
+    return words[1:]  # without the program name
+
+
+def test_readme_first_command_runs_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # The repository's files at the working directory (through a link: nothing is written there).
+    (tmp_path / "src").symlink_to(REPO / "src", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    args = [*first_predict_command(), "--no-progress"]
+    assert main(args) == 0
+    written = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert set(written) == {"astronaut.mask.png", "astronaut.composite.jpg", "astronaut.grid.jpg"}
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "3 already up to date" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == written
+
+
+def test_readme_command_table_lists_every_command() -> None:
+    table = README.read_text().split("## Commands", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `portraitseg (\w+)", table, flags=re.M))
+    assert listed == set(COMMANDS)
