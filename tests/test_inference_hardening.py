@@ -90,7 +90,7 @@ def test_unit_floats_still_scaled_by_255(seg: Segmenter, photos: list[np.ndarray
 @pytest.mark.parametrize(("array", "text"), [
     (np.full((4, 4, 3), 300, np.int64), "int64 image values must be 0..255 (8-bit); got 300..300"),
     (np.full((4, 4, 3), -1, np.int32), "int32 image values must be 0..255 (8-bit); got -1..-1"),
-    (np.full((4, 4, 3), 256.0, np.float64), "float64 image values must be in [0, 1] or [0, 255]; got 256..256"),
+    (np.full((4, 4, 3), 256.0, np.float64), "float64 image values must be in [0, 1] or [0, 255]; got 256"),
     (np.full((4, 4, 3), -0.5, np.float32), "float32 image values must be in [0, 1] or [0, 255]"),
     (np.full((4, 4, 3), np.nan, np.float32), "float32 image has NaN"),
 ])

@@ -150,7 +150,7 @@ def _read_file(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:  # a corrupt or hostile header declaring ~1e9 pixels
         raise DataError(f"{path}: too many pixels ({exc})") from None
-    except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, struct.error, EOFError... on bad bytes
+    except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, EOFError... on bad bytes
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: not a readable image ({reason})") from None
 
