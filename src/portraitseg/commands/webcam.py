@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 DESCRIPTION = """\
 Live background replacement. Capture, model and rendering run in separate threads: every
-captured frame is rendered at once with the newest available mask (rendering never waits for
-the model; the model always takes the newest frame and skips the rest). A mask computed from
-frame i is used for frames i..i+N (N = --max-mask-age); older ones are not used.
+captured frame is rendered at once with the newest available mask (from a camera, rendering
+never waits for the model; the model always takes the newest frame and skips the rest). A mask
+computed from frame i is used for frames i-N..i+N (N = --max-mask-age); masks further away are
+not used. A file read with --fast waits for a mask within N frames instead (no unmasked frames).
 
 With a display: a window (keys: b = next effect, s = smoothing on/off, m = overlay, q/Esc =
 quit). Headless: --output FILE (and --max-frames N); status lines go to stderr.
