@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         open_source,
         parse_effect,
     )
+    from ..video.writer import open_writer
     from .video import model_config
 
     mcfg = model_config(args)
@@ -141,13 +142,7 @@ def run(args: argparse.Namespace) -> int:
     proc = open_pipeline(mcfg)
     pipe = LivePipeline(cap, proc, effect, cfg)
     vcam = _VirtualCam(width, height, fps) if args.virtual_cam else None
-    writer = None
-    if args.output is not None:
-        writer = cv2.VideoWriter(
-            str(args.output), cv2.VideoWriter_fourcc(*codec_for(args.output)), fps, (width, height)
-        )
-        if not writer.isOpened():
-            raise ValueError(f"{args.output}: OpenCV cannot write this video")
+    writer = open_writer(args.output, fps, (width, height)) if args.output is not None else None
     effects, state = _effects(effect), {"i": 0, "overlay": True}
 
     def sink(out: np.ndarray, info) -> bool:
