@@ -112,8 +112,9 @@ class GuardMiddleware:
             chunk = msg.get("body", b"")
             received += len(chunk)
             if received > limit:
-                await send_json(send, 413, {"error": f"request body exceeds the limit of {limit} bytes"},
-                                [(b"connection", b"close")])
+                # No "connection: close" here: uvicorn reads and drops the rest of the body, so a
+                # client still sending gets its 413 instead of a connection reset.
+                await send_json(send, 413, {"error": f"request body exceeds the limit of {limit} bytes"})
                 return None
             chunks.append(chunk)
             if not msg.get("more_body", False):
