@@ -30,7 +30,9 @@ class ServerConfig:
     body_timeout_s: float = _opt(10.0, "seconds a client has to send the whole request body (then 408)",
                                  flag="--body-timeout", metavar="S")
     retry_after_s: int = _opt(1, "Retry-After seconds of a 503", metavar="S")
-    web_dir: Path | None = _opt(None, "static web app folder", type=Path, cli_default=Path("web"))
+    # None: no web app (the library); `serve` locates the repository's web/ itself (webapp.py).
+    web_dir: Path | None = _opt(None, "the web app folder (default: the repository's web/, found from the "
+                                "installed package, not the current folder)", type=Path)
     postprocess: pp.PostprocessConfig = field(default_factory=pp.PostprocessConfig)
 
     def validate(self) -> None:
