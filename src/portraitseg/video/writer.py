@@ -4,9 +4,10 @@ Why ffmpeg and not OpenCV or PyAV: the pip OpenCV wheels' FFmpeg has no H.264 en
 ``cv2.VideoWriter`` can only write MPEG-4 Part 2 (``mp4v``) into .mp4, which browsers and many
 players do not play. The ffmpeg command line (``apt-get install ffmpeg``; CI installs it
 already, and ``video`` uses it for the audio copy) has libx264 and adds no Python dependency.
-PyAV (``av`` on PyPI) would also work but is a ~30 MB wheel for one encoder we already get from
-the tool the audio copy needs. Frames go to ffmpeg's stdin as raw BGR24; ffmpeg encodes on its
-own thread (another process), so the pipeline's encode stage only copies bytes.
+PyAV (``av`` on PyPI) would be another binary dependency (its current 19.x needs Python >= 3.12)
+for an encoder we already get from the tool the audio copy needs. Frames go to ffmpeg's stdin
+as raw BGR24; ffmpeg encodes in its own process, so the pipeline's encode stage only copies
+bytes.
 
 When ffmpeg (or its libx264) is missing, or the frame size is odd (yuv420p, the pixel format
 browsers play, needs even sizes), .mp4/.m4v/.mov fall back to ``mp4v`` with one warning line
