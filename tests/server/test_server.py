@@ -232,6 +232,20 @@ def _png(w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG that declares w x h pixels and holds none: a decompression bomb's header, made
+    without allocating the pixels (the server must refuse it from the header alone)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
 BAD_SEGMENT_REQUESTS = {
     # name: (image bytes factory, query, part content type, expected status, error text)
     "corrupt": (lambda p: b"not an image at all" * 10, "", "image/jpeg", 400, "not a readable image"),
@@ -246,6 +260,9 @@ BAD_SEGMENT_REQUESTS = {
                        "background"),
     "cutout as jpeg": (lambda p: p, "?output=cutout&format=jpeg", "image/jpeg", 400, "format=png"),
     "too many pixels": (lambda p: _png(2500, 2000), "", "image/png", 413, "pixels"),
+    "bomb header 12k": (lambda p: _png_header(12000, 12000), "", "image/png", 413,
+                        "12000x12000 = 144000000 pixels; the limit is 4000000"),
+    "bomb header 30k": (lambda p: _png_header(30000, 30000), "", "image/png", 413, "too many pixels"),
 }
 
 
