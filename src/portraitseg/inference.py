@@ -11,17 +11,23 @@ out = seg.replace_background("photo.jpg", "beach.jpg")   # or (0, 255, 0), "gree
 
 Images may be a path (str/Path), a ``PIL.Image`` or a numpy array. Arrays are taken as **RGB**
 (not OpenCV's BGR): uint8 (H, W, 3) as is; (H, W) grayscale; (H, W, 4) RGBA (composited on
-white); uint16 scaled to 8 bits; float in [0, 1] scaled by 255. Files and PIL images go through
-:func:`load_image` (EXIF orientation, grayscale/RGBA/16-bit/CMYK/palette conversion).
+white); uint16 scaled to 8 bits; other integer arrays (int32, int64, ...) must hold 0..255 and are
+taken as 8-bit; floats in [0, 1] are scaled by 255, floats with a maximum in (1, 255] are taken
+as 0..255. Anything else (negative values, ints over 255, floats over 255) raises ``ValueError``
+naming the dtype and the range found. Files and PIL images go through :func:`load_image` (EXIF
+orientation, grayscale/RGBA/16-bit/CMYK/palette conversion).
 
 A ``Segmenter`` is the user-facing face of :class:`~portraitseg.pipeline.Pipeline` (it adds
 image loading and background parsing); models open through
-:func:`~portraitseg.runtimes.open_model`. It is not thread-safe (it reuses post-processing
-buffers between calls): use one per thread.
+:func:`~portraitseg.runtimes.open_model`. It is thread-safe: each calling thread gets its own
+pipeline (post-processing buffers) over the shared model, through
+:meth:`~portraitseg.runtimes.Runtime.for_thread` (the same onnxruntime/torch session; a fresh
+TFLite interpreter, which is not thread-safe).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -75,17 +81,7 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.size == 0:
         raise ValueError(f"expected an image array (H, W), (H, W, 3) or (H, W, 4); got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        pass
-    elif arr.dtype == np.uint16:
-        arr = (arr >> 8).astype(np.uint8)
-    elif np.issubdtype(arr.dtype, np.floating):
-        arr = pp.to_u8(np.nan_to_num(arr))  # [0, 1] floats: the same rounding as a matte
-    elif np.issubdtype(arr.dtype, np.integer):
-        # Wider ints (PIL mode "I" from 16-bit PNGs): values are 16-bit.
-        arr = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
-    else:
-        raise ValueError(f"unsupported image dtype {arr.dtype}")
+    arr = _to_u8(arr)
     if arr.ndim == 2:
         return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
     if arr.shape[2] == 4:
@@ -93,6 +89,34 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
         fill = np.asarray(TRANSPARENT_FILL, np.float32)
         arr = (arr[..., :3].astype(np.float32) * a + fill * (1.0 - a) + 0.5).astype(np.uint8)
     return np.ascontiguousarray(arr)
+
+
+def _to_u8(arr: np.ndarray) -> np.ndarray:
+    """Pixel values of any supported dtype -> uint8. Integer and float arrays are checked for
+    their range first: an int64 array of 0..255 read as 16-bit would come out black, and a
+    float array of 0..255 read as [0, 1] would come out white (the model then sees nothing)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{arr.dtype} image values must be 0..255 (8-bit); got {lo}..{hi} "
+                             f"(for 16-bit data pass a uint16 array)")
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{arr.dtype} image has NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 255.0:
+            raise ValueError(f"{arr.dtype} image values must be in [0, 1] or [0, 255]; got {lo:g}..{hi:g}")
+        if hi > 1.0:  # 0..255 floats (e.g. after img.astype(float))
+            return np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+        return pp.to_u8(arr)  # [0, 1] floats: the same rounding as a matte
+    raise ValueError(f"unsupported image dtype {arr.dtype}")
 
 
 def load_image(image: ImageInput) -> np.ndarray:
@@ -124,8 +148,11 @@ def _read_file(path: Path) -> np.ndarray:
             return _pil_to_rgb(img)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL's decoders raise these on bad data
-        raise DataError(f"{path}: not a readable image ({exc})") from None
+    except Image.DecompressionBombError as exc:  # a corrupt or hostile header declaring ~1e9 pixels
+        raise DataError(f"{path}: too many pixels ({exc})") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, EOFError... on bad bytes
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable image ({reason})") from None
 
 
 # --------------------------------------------------------------------------- backgrounds
@@ -180,11 +207,24 @@ class Segmenter:
         postprocess: pp.PostprocessConfig | None = None,
         threads: int | None = None,
     ) -> None:
-        self.pipeline = Pipeline(open_model(model, backend, threads), postprocess)
+        pipe = Pipeline(open_model(model, backend, threads), postprocess)
+        self._runtime, self._config = pipe.runtime, pipe.config
+        # One pipeline per calling thread: its post-processing workspace is reused between
+        # calls, so two threads sharing one would overwrite each other's masks mid-call.
+        self._local = threading.local()
+        self._local.pipe = pipe
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The calling thread's pipeline (made on its first call, over the shared model)."""
+        pipe = getattr(self._local, "pipe", None)
+        if pipe is None:
+            pipe = self._local.pipe = Pipeline(self._runtime.for_thread(), self._config)
+        return pipe
 
     @property
     def runtime(self) -> Runtime:
-        return self.pipeline.runtime
+        return self._runtime
 
     @property
     def postprocessor(self) -> pp.Postprocessor:
@@ -192,7 +232,7 @@ class Segmenter:
 
     @property
     def config(self) -> pp.PostprocessConfig:
-        return self.pipeline.config
+        return self._config
 
     def lowres_prob(self, image: np.ndarray) -> np.ndarray:
         """Model probability at the model's resolution for an RGB uint8 image."""
@@ -200,8 +240,9 @@ class Segmenter:
 
     def predict(self, image: ImageInput) -> Prediction:
         rgb = load_image(image)
-        # Copy: the pipeline's workspace is overwritten by the next call.
-        alpha = self.pipeline.alpha(self.pipeline.lowres(rgb), rgb).copy()
+        pipe = self.pipeline
+        # Copy: the pipeline's workspace is overwritten by this thread's next call.
+        alpha = pipe.alpha(pipe.lowres(rgb), rgb).copy()
         return Prediction(rgb, alpha)
 
     def mask(self, image: ImageInput) -> np.ndarray:

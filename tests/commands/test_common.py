@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -50,7 +49,7 @@ def test_serve_flags_come_from_server_config_and_old_spellings_work() -> None:
     cfg = config_from_args(ServerConfig, args)
     assert (cfg.worker_threads, cfg.model_threads, cfg.max_concurrency) == (3, 2, 5)
     assert cfg.max_body_bytes == int(2.5 * MB) and cfg.max_pixels == 1_000_000 and cfg.timeout_s == 7.0
-    assert cfg.web_dir == Path("web")  # the command's default (the library's is None)
+    assert cfg.web_dir is None  # serve locates the repository's web/ itself (server/webapp.py)
     defaults = config_from_args(ServerConfig, _args("serve"))
     assert defaults.max_body_bytes == ServerConfig().max_body_bytes and defaults.timeout_s == 30.0
     with pytest.raises(ValueError, match="must be >= 1"):

@@ -38,7 +38,7 @@ def test_video_command_writes_same_fps_and_size_and_json(clip_avi: Path, tmp_pat
     frames, fps = read_video(out)
     assert len(frames) == 12 and frames[0].shape == (144, 256, 3) and fps == pytest.approx(24.0)
     data = json.loads(report.read_text())
-    assert data["codec"] == "mp4v" and data["frames"] == 12 and data["end_to_end_fps"] > 0
+    assert data["codec"] in ("h264", "mp4v") and data["frames"] == 12 and data["end_to_end_fps"] > 0
 
 
 def test_video_command_mask_only_and_blur(clip_avi: Path, tmp_path: Path) -> None:
@@ -74,3 +74,22 @@ def test_webcam_headless_from_a_file(clip_avi: Path, tmp_path: Path) -> None:
     assert stats["captured"] == stats["rendered"] == 10
     assert stats["max_mask_age"] <= stats["max_mask_age_limit"]
     assert len(read_video(out)[0]) == 10
+
+
+def test_webcam_and_video_write_h264_mp4_when_ffmpeg_exists(clip_avi: Path, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from portraitseg.video.writer import h264_ffmpeg
+
+    if h264_ffmpeg() is None or shutil.which("ffprobe") is None:
+        pytest.skip("ffmpeg with libx264 (and ffprobe) not installed: apt-get install -y ffmpeg")
+    live, filed = tmp_path / "live.mp4", tmp_path / "file.mp4"
+    assert main(["webcam", str(clip_avi), "--output", str(live), "--max-frames", "6", "--fast"]) == 0
+    assert main(["video", str(clip_avi), str(filed), "--quiet"]) == 0
+    for path, n in ((live, 6), (filed, 12)):
+        probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                "stream=codec_name", "-of", "csv=p=0", str(path)],
+                               capture_output=True, text=True)
+        assert probe.stdout.strip() == "h264", path
+        assert len(read_video(path)[0]) == n

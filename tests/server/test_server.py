@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import io
 import json
+import logging
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ from portraitseg.runtimes import DEFAULT_ONNX, open_model  # noqa: E402
 from portraitseg.server import ServerConfig, create_app  # noqa: E402
 
 STEMS = ("vikram_001", "vikram_002", "vikram_003")
+ASTRONAUT = Path(__file__).resolve().parents[2] / "src" / "portraitseg" / "assets" / "astronaut.jpg"
 
 
 # --------------------------------------------------------------------------- fixtures / helpers
@@ -230,6 +232,20 @@ def _png(w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG that declares w x h pixels and holds none: a decompression bomb's header, made
+    without allocating the pixels (the server must refuse it from the header alone)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
 BAD_SEGMENT_REQUESTS = {
     # name: (image bytes factory, query, part content type, expected status, error text)
     "corrupt": (lambda p: b"not an image at all" * 10, "", "image/jpeg", 400, "not a readable image"),
@@ -244,6 +260,9 @@ BAD_SEGMENT_REQUESTS = {
                        "background"),
     "cutout as jpeg": (lambda p: p, "?output=cutout&format=jpeg", "image/jpeg", 400, "format=png"),
     "too many pixels": (lambda p: _png(2500, 2000), "", "image/png", 413, "pixels"),
+    "bomb header 12k": (lambda p: _png_header(12000, 12000), "", "image/png", 413,
+                        "12000x12000 = 144000000 pixels; the limit is 4000000"),
+    "bomb header 30k": (lambda p: _png_header(30000, 30000), "", "image/png", 413, "too many pixels"),
 }
 
 
@@ -330,3 +349,100 @@ def test_serve_command_is_registered() -> None:
     assert args.command == "serve" and args.max_concurrency == 4
     with contextlib.suppress(SystemExit):
         build_parser().parse_args(["serve", "--max-concurrency", "0"])
+
+
+# --------------------------------------------------------------------------- fuzz corpus (issue 11, item 4)
+
+
+class _Records(logging.Handler):
+    """Collects the server's log records (uvicorn's loggers do not propagate to caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def server_log() -> Iterator[_Records]:
+    handler, loggers = _Records(), [logging.getLogger(n) for n in ("uvicorn.error", "uvicorn", "portraitseg")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    yield handler
+    for lg in loggers:
+        lg.removeHandler(handler)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL's TIFF reader warns on corrupt tags
+def test_fuzz_corpus_gets_4xx_json_never_500(server: LiveServer, server_log: _Records) -> None:
+    from fuzz_corpus import FORMATS, corpus, good_samples
+
+    samples = corpus()
+    assert len(samples) >= 250 and {s.fmt for s in samples} == set(FORMATS)
+    statuses: dict[int, int] = {}
+    for s in samples:
+        reply = server.segment(s.data, "", f"image/{s.fmt.lower()}")
+        statuses[reply.status] = statuses.get(reply.status, 0) + 1
+        assert reply.status in (200, 400, 413, 415), (s.name, reply.status, reply.body[:200])
+        if reply.status != 200:
+            assert reply.headers["content-type"] == "application/json", s.name
+            message = reply.json()["error"]
+            assert "\n" not in message and ("image" in message or "pixels" in message), (s.name, message)
+    assert statuses.get(400, 0) > len(samples) // 2  # most of the corpus is unreadable
+    assert not [r.getMessage() for r in server_log.records if r.levelno >= logging.ERROR]
+    for good in good_samples():  # and the server keeps serving every format
+        reply = server.segment(good.data, "", f"image/{good.fmt.lower()}")
+        assert reply.status == 200, (good.name, reply.body[:200])
+
+
+# --------------------------------------------------------------------------- slow uploads (item 5)
+
+
+def _stalled_upload(port: int, photo: bytes) -> socket.socket:
+    """A client that sends the headers and half of a multipart body, then goes quiet."""
+    body, ctype = multipart({"image": (photo, "image/jpeg")})
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    sock.sendall(head + body[: len(body) // 2])
+    return sock
+
+
+def _read_status(sock: socket.socket) -> int | None:
+    """The HTTP status the server answered on ``sock``, or None if it closed without one."""
+    data = b""
+    with contextlib.suppress(ConnectionError):
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split()[1]) if data.startswith(b"HTTP/1.1 ") else None
+
+
+def test_stalled_uploads_hold_no_slot_and_get_408(runtime) -> None:
+    photo = ASTRONAUT.read_bytes()
+    cfg = ServerConfig(worker_threads=1, max_concurrency=2, body_timeout_s=1.5)
+    with LiveServer(cfg, runtime) as live:
+        stallers = [_stalled_upload(live.port, photo) for _ in range(4)]  # twice the slots
+        try:
+            for _ in range(3):  # with slots taken at the headers, these would be 503
+                assert_serving(live, photo)
+            assert live.request("GET", "/healthz").json()["in_flight"] == 0
+            for sock in stallers:  # each answered 408 once its body deadline passed
+                assert _read_status(sock) == 408
+        finally:
+            for sock in stallers:
+                sock.close()
+        assert_serving(live, photo)
+
+
+def test_body_timeout_flag() -> None:
+    from portraitseg.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--body-timeout", "3"])
+    assert args.body_timeout == 3.0
+    with pytest.raises(ValueError, match="--body-timeout must be > 0"):
+        ServerConfig(body_timeout_s=0).validate()

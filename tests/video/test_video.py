@@ -86,7 +86,7 @@ def test_file_to_file_keeps_count_size_fps_and_writes_alpha(synth_avi: Path, tmp
     frames, fps = read_video(out)
     assert (res.frames, len(frames)) == (26, 26)
     assert frames[0].shape == (180, 320, 3) and fps == pytest.approx(25.0)
-    assert res.codec == "mp4v" and not res.interrupted
+    assert res.codec in ("h264", "mp4v") and not res.interrupted  # h264 when ffmpeg is installed
     pngs = sorted((tmp_path / "a").glob("frame_*.png"))
     assert len(pngs) == 26
     assert cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED).shape == (180, 320, 4)
@@ -174,3 +174,52 @@ def test_live_pipeline_renders_every_frame_with_fresh_masks_despite_a_slow_model
     assert stats.masks < 40  # the model skipped stale frames instead of queueing them
     assert stats.capture_fps > 80 and stats.render_fps > 70  # rendering kept up with capture
     assert stats.unmasked <= 15  # start-up frames before the first mask (+ slack for a loaded CPU)
+
+
+# --------------------------------------------------------------------------- output codec (issue 11, item 17)
+
+
+def _ffprobe_codec(path: Path) -> str:
+    import subprocess
+
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "stream=codec_name", "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def test_mp4_is_h264_when_ffmpeg_exists(synth_avi: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from portraitseg.video.writer import h264_ffmpeg
+
+    if h264_ffmpeg() is None or shutil.which("ffprobe") is None:
+        pytest.skip("ffmpeg with libx264 (and ffprobe) not installed: apt-get install -y ffmpeg")
+    out = tmp_path / "out.mp4"
+    res = process_file(synth_avi, out, _quiet(effect=(0, 255, 0)), runtime=FakeRuntime())
+    assert res.codec == "h264" and _ffprobe_codec(out) == "h264"
+    frames, fps = read_video(out)
+    assert len(frames) == 26 and frames[0].shape == (180, 320, 3) and fps == pytest.approx(25.0)
+
+
+def test_mp4_falls_back_to_mp4v_with_a_warning_without_ffmpeg(synth_avi: Path, tmp_path: Path,
+                                                              monkeypatch, capfd) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # hides ffmpeg
+    out = tmp_path / "out.mp4"
+    res = process_file(synth_avi, out, _quiet(), runtime=FakeRuntime())
+    assert res.codec == "mp4v" and len(read_video(out)[0]) == 26
+    warning = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warning == [f"warning: {out}: writing mp4v (MPEG-4 Part 2, which browsers do not play) because "
+                       "ffmpeg with libx264 not found (apt-get install ffmpeg)"]
+
+
+def test_odd_size_mp4_falls_back_to_mp4v(tmp_path: Path, capfd) -> None:
+    from portraitseg.video.writer import h264_ffmpeg, open_writer
+
+    if h264_ffmpeg() is None:
+        pytest.skip("ffmpeg with libx264 not installed")
+    writer = open_writer(tmp_path / "odd.mp4", 10.0, (63, 35))  # (width, height)
+    for i in range(4):
+        writer.write(np.full((35, 63, 3), 40 * i, np.uint8))
+    writer.release()
+    assert writer.codec == "mp4v" and "63x35 is odd" in capfd.readouterr().err
+    assert (tmp_path / "odd.mp4").stat().st_size > 0

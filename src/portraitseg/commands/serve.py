@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import socket
+import sys
 
 from ._common import add_config_flags, add_postprocess_flags, config_from_args, postprocess_config
 
@@ -13,7 +15,7 @@ Serve the segmentation HTTP API (needs `pip install portraitseg[server]`):
                        &background=blur|#rrggbb&format=png|jpeg
   GET  /model.onnx     the model, for the browser app
   GET  /docs           OpenAPI docs
-  GET  /               the web app (from --web-dir, when it exists)
+  GET  /               the web app (the repository's web/, or --web-dir)
 """
 
 
@@ -40,12 +42,32 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         raise ValueError("the server needs extra packages: pip install 'portraitseg[server]'") from None
     from ..server import ServerConfig, create_app, set_pil_limits
+    from ..server.webapp import candidate_web_dirs, locate_web_dir
 
-    cfg = config_from_args(ServerConfig, args, postprocess=postprocess_config(args))
+    web_dir = locate_web_dir(args.web_dir)
+    cfg = config_from_args(ServerConfig, args, postprocess=postprocess_config(args), web_dir=web_dir)
     cfg.validate()
     set_pil_limits(cfg.max_pixels)
+    sock = _listen(args.host, args.port)  # bound first, so the URL printed is the real one (--port 0)
     app = create_app(cfg)
+    if web_dir is None:
+        looked = ", ".join(str(d) for d in candidate_web_dirs())
+        print(f"portraitseg serve: web app not found (looked in {looked}); serving the API only "
+              f"(give --web-dir PATH/TO/web)", file=sys.stderr)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    where = f"web app from {web_dir}" if web_dir is not None else "no web app"
+    print(f"portraitseg serve: http://{shown}:{port}/ ({where}; API docs at /docs)", flush=True)
     # One process: the model and the concurrency limit are shared by every request; the
     # thread pool inside the app does the CPU work.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None

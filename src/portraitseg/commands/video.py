@@ -12,7 +12,8 @@ from ._common import add_config_flags, add_postprocess_flags, config_from_args, 
 
 DESCRIPTION = """\
 Segment every frame of IN and write OUT with the same fps and size. The codec follows OUT's
-extension: .mp4/.m4v/.mov -> mp4v (MPEG-4 Part 2), .avi/.mkv -> MJPG. Audio is copied with
+extension: .mp4/.m4v/.mov -> H.264 through ffmpeg when installed (else mp4v, MPEG-4 Part 2,
+with a warning), .avi/.mkv -> MJPG. Audio is copied with
 ffmpeg when it is installed. OUT is written to a temp file and renamed at the end; Ctrl-C keeps
 the frames done so far (a playable file).
 

@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 DESCRIPTION = """\
 Live background replacement. Capture, model and rendering run in separate threads: every
-captured frame is rendered at once with the newest available mask (rendering never waits for
-the model; the model always takes the newest frame and skips the rest). A mask computed from
-frame i is used for frames i..i+N (N = --max-mask-age); older ones are not used.
+captured frame is rendered at once with the newest available mask (from a camera, rendering
+never waits for the model; the model always takes the newest frame and skips the rest). A mask
+computed from frame i is used for frames i-N..i+N (N = --max-mask-age); masks further away are
+not used. A file read with --fast waits for a mask within N frames instead (no unmasked frames).
 
 With a display: a window (keys: b = next effect, s = smoothing on/off, m = overlay, q/Esc =
 quit). Headless: --output FILE (and --max-frames N); status lines go to stderr.
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         open_source,
         parse_effect,
     )
+    from ..video.writer import open_writer
     from .video import model_config
 
     mcfg = model_config(args)
@@ -140,13 +142,7 @@ def run(args: argparse.Namespace) -> int:
     proc = open_pipeline(mcfg)
     pipe = LivePipeline(cap, proc, effect, cfg)
     vcam = _VirtualCam(width, height, fps) if args.virtual_cam else None
-    writer = None
-    if args.output is not None:
-        writer = cv2.VideoWriter(
-            str(args.output), cv2.VideoWriter_fourcc(*codec_for(args.output)), fps, (width, height)
-        )
-        if not writer.isOpened():
-            raise ValueError(f"{args.output}: OpenCV cannot write this video")
+    writer = open_writer(args.output, fps, (width, height)) if args.output is not None else None
     effects, state = _effects(effect), {"i": 0, "overlay": True}
 
     def sink(out: np.ndarray, info) -> bool:

@@ -15,9 +15,10 @@ Endpoints
 
 Hardening: every limit answers JSON ``{"error": "..."}`` with a specific status: body size (413,
 checked on Content-Length *and* while streaming), pixel count (413, from the header before the
-full decode), wrong content type (415), empty/corrupt image (400), in-flight requests over
-``max_concurrency`` (503 + Retry-After, rejected before the body is read), per-request timeout
-(504). Nothing in a request is ever used as a path or URL.
+full decode), wrong content type (415), empty/corrupt image (400, whatever PIL raises), body not
+in within ``body_timeout_s`` (408), in-flight requests over ``max_concurrency`` (503 +
+Retry-After, counted only once the body is in, so slow uploads hold no slot), per-request
+timeout (504). Nothing in a request is ever used as a path or URL.
 
 The model is opened once (:func:`~portraitseg.runtimes.open_model`; ``default`` = the bundled
 model on the fastest installed backend) and every worker thread runs requests through its own

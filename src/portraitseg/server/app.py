@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..runtimes import Runtime, open_model
 from .config import ServerConfig
 from .engine import ApiError, Engine, Format, Output, SegmentRequest, SegmentResult, model_file, parse_colour
 from .guard import SEGMENT_PATH, GuardMiddleware, Limiter
+from .webapp import (
+    RUNTIME_ENTRY,
+    is_web_app,
+    locate_runtime,
+    missing_runtime_page,
+    runtime_fix,
+    stub_runtime_module,
+)
 
 # --------------------------------------------------------------------------- app
 
@@ -93,12 +103,39 @@ def create_app(cfg: ServerConfig | None = None, runtime: Runtime | None = None):
         return Response(result.body, media_type=result.media_type,
                         headers={"x-image-size": f"{w}x{h}", "server-timing": timing})
 
-    web_dir = cfg.web_dir
-    if web_dir is not None and web_dir.is_dir():
-        from fastapi.staticfiles import StaticFiles
-
-        app.mount("/", StaticFiles(directory=str(web_dir), html=True), name="web")
+    app.state.web_notice = _mount_web(app, cfg.web_dir) if cfg.web_dir is not None else None
     return _wrap(app, cfg, limiter)
+
+
+def _mount_web(app: FastAPI, web_dir: Path) -> str | None:
+    """Serve the web app at ``/`` and its runtime at ``/vendor/``; returns (and logs) the fix
+    when onnxruntime-web is missing, which the page then shows instead of hanging."""
+    from fastapi.staticfiles import StaticFiles
+
+    if not is_web_app(web_dir):
+        return None
+    runtime = locate_runtime(web_dir)
+    notice = None
+    if runtime is None:
+        notice = runtime_fix(web_dir)
+        logging.getLogger("portraitseg.server").warning("web app: %s", notice)
+        page = missing_runtime_page((web_dir / "index.html").read_text(encoding="utf-8"), notice)
+        stub = stub_runtime_module(notice)
+
+        async def index() -> HTMLResponse:
+            return HTMLResponse(page)
+
+        async def runtime_stub() -> Response:
+            return Response(stub, media_type="text/javascript")
+
+        # Routes are matched before the static mount below.
+        for path in ("/", "/index.html"):
+            app.add_api_route(path, index, methods=["GET"], include_in_schema=False)
+        app.add_api_route(f"/vendor/{RUNTIME_ENTRY}", runtime_stub, methods=["GET"], include_in_schema=False)
+    elif runtime != web_dir / "vendor":  # an installed onnxruntime-web npm package
+        app.mount("/vendor", StaticFiles(directory=str(runtime)), name="vendor")
+    app.mount("/", StaticFiles(directory=str(web_dir), html=True), name="web")
+    return notice
 
 
 def _wrap(app: Any, cfg: ServerConfig, limiter: Limiter) -> Any:

@@ -25,11 +25,20 @@ class ServerConfig:
     max_pixels: int = _opt(25_000_000, "image size limit", flag="--max-megapixels", scale=1e6, type=float,
                            metavar="MP")
     timeout_s: float = _opt(30.0, "per-request timeout", flag="--timeout", metavar="S")
+    # The body is read before a concurrency slot is taken (guard.py): this bounds how long a
+    # slow or stalled upload may hold its connection (10 MB in 10 s is 1 MB/s).
+    body_timeout_s: float = _opt(10.0, "seconds a client has to send the whole request body (then 408)",
+                                 flag="--body-timeout", metavar="S")
     retry_after_s: int = _opt(1, "Retry-After seconds of a 503", metavar="S")
-    web_dir: Path | None = _opt(None, "static web app folder", type=Path, cli_default=Path("web"))
+    # None: no web app (the library); `serve` locates the repository's web/ itself (webapp.py).
+    web_dir: Path | None = _opt(None, "the web app folder (default: the repository's web/, found from the "
+                                "installed package, not the current folder)", type=Path)
     postprocess: pp.PostprocessConfig = field(default_factory=pp.PostprocessConfig)
 
     def validate(self) -> None:
         for name in ("worker_threads", "model_threads", "max_concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
+        for name, flag in (("timeout_s", "timeout"), ("body_timeout_s", "body-timeout")):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{flag} must be > 0; got {getattr(self, name)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Awaitable, Callable
@@ -53,8 +54,11 @@ async def send_json(send: Send, status: int, payload: dict[str, Any],
 
 class GuardMiddleware:
     """Checks done before FastAPI parses the body, so rejected requests cost almost nothing:
-    content type (415), declared size (413), concurrency (503); then counts streamed bytes so
-    a chunked or lying client still hits 413."""
+    content type (415) and declared size (413) from the headers; then the body is read in
+    full here, within ``body_timeout_s`` (408) and ``max_body_bytes`` (413, counted while
+    streaming, so a chunked or lying client is caught too), and only then is a concurrency
+    slot taken (503 when none is free). A slow or stalled upload therefore never holds a slot:
+    it holds one connection and at most ``max_body_bytes`` of memory until its deadline."""
 
     def __init__(self, app: Callable, cfg: ServerConfig, limiter: Limiter) -> None:
         self.app = app
@@ -76,14 +80,45 @@ class GuardMiddleware:
         if length.isdigit() and int(length) > limit:
             await send_json(send, 413, {"error": f"request body is {length} bytes; the limit is {limit}"})
             return
+        body = await self._read_body(receive, send, limit)
+        if body is None:  # answered (408/413) or the client went away
+            return
         if not self.limiter.try_acquire():
             await send_json(send, 503, {"error": "server busy: too many requests in flight; retry later"},
                             [(b"retry-after", str(self.cfg.retry_after_s).encode())])
             return
         try:
-            await self._guarded(scope, receive, send, limit)
+            await self.app(scope, _replay(body, receive), send)
         finally:
             self.limiter.release()
+
+    async def _read_body(self, receive: Receive, send: Send, limit: int) -> bytes | None:
+        """The whole request body, or None after answering 408 (too slow) / 413 (too large) or
+        when the client disconnected."""
+        timeout = self.cfg.body_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            try:
+                msg = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except asyncio.TimeoutError:
+                await send_json(send, 408, {"error": f"request body not received within {timeout:g} s"},
+                                [(b"connection", b"close")])
+                return None
+            if msg["type"] != "http.request":  # http.disconnect: nobody to answer
+                return None
+            chunk = msg.get("body", b"")
+            received += len(chunk)
+            if received > limit:
+                # No "connection: close" here: uvicorn reads and drops the rest of the body, so a
+                # client still sending gets its 413 instead of a connection reset.
+                await send_json(send, 413, {"error": f"request body exceeds the limit of {limit} bytes"})
+                return None
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                return b"".join(chunks)
 
     @staticmethod
     def _isolating(send: Send) -> Send:
@@ -97,32 +132,13 @@ class GuardMiddleware:
 
         return wrapped
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        state = {"received": 0, "too_large": False, "replaced": False}
 
-        async def counting_receive() -> Message:
-            msg = await receive()
-            if msg["type"] == "http.request":
-                state["received"] += len(msg.get("body", b""))
-                if state["received"] > limit:
-                    state["too_large"] = True
-                    # Cut the stream: the parser sees the end of the body and the response is
-                    # swapped for a 413 in guarded_send, whatever error the parser raises.
-                    return {"type": "http.request", "body": b"", "more_body": False}
-            return msg
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the already-read body in one message, then passes
+    through (so the app still sees a later ``http.disconnect``)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
 
-        async def guarded_send(msg: Message) -> None:
-            if state["too_large"]:
-                if msg["type"] == "http.response.start" and not state["replaced"]:
-                    state["replaced"] = True
-                    await send_json(send, 413, {"error": f"request body exceeds the limit of {limit} bytes"})
-                return
-            await send(msg)
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
 
-        try:
-            await self.app(scope, counting_receive, guarded_send)
-        except Exception:
-            if not state["too_large"]:
-                raise
-            if not state["replaced"]:
-                await send_json(send, 413, {"error": f"request body exceeds the limit of {limit} bytes"})
+    return replay

@@ -28,6 +28,7 @@ from ..runtimes import Runtime
 from ..temporal import SmoothingConfig
 from .effects import Effect, ModelConfig, open_pipeline, render_effect
 from .io import codec_for, copy_audio, open_video
+from .writer import FrameWriter, open_writer
 
 _SENTINEL = None
 
@@ -104,7 +105,7 @@ def _decode(
 
 
 def _encode(
-    writer: cv2.VideoWriter, alpha_dir: Path | None, inp: queue.Queue, times: StageTimes, written: list[int]
+    writer: FrameWriter, alpha_dir: Path | None, inp: queue.Queue, times: StageTimes, written: list[int]
 ) -> None:
     while True:
         item = inp.get()
@@ -138,7 +139,7 @@ def process_file(
     """
     cfg = cfg or VideoConfig()
     src, dst = Path(src), Path(dst)
-    codec = codec_for(dst)
+    codec_for(dst)  # the extension check, before anything is opened
     cap, first, fps = open_video(src)
     h, w = first.shape[:2]
     if not dst.parent.is_dir():
@@ -153,10 +154,12 @@ def process_file(
         smoothing = SmoothingConfig() if cfg.model.smoothing else None
         pipe = Pipeline(runtime, cfg.model.postprocess, smoothing, times)
     tmp = _temp_path(dst)
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), fps, (w, h))
-    if not writer.isOpened():
+    try:
+        writer = open_writer(tmp, fps, (w, h), name=str(dst))
+    except ValueError:
         cap.release()
-        raise ValueError(f"{dst}: OpenCV cannot write {codec} video here")
+        raise
+    codec = writer.codec
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     decoded: queue.Queue = queue.Queue(cfg.queue_size)
     encoded: queue.Queue = queue.Queue(cfg.queue_size)

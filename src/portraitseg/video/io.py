@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
-# OpenCV's bundled FFmpeg can always write these two: mp4v (MPEG-4 Part 2) in MP4/MOV and
-# Motion-JPEG in AVI/MKV. H.264 needs an external encoder that pip wheels do not ship.
+# What OpenCV's bundled FFmpeg can always write: mp4v (MPEG-4 Part 2) in MP4/MOV and
+# Motion-JPEG in AVI/MKV. H.264 needs an external encoder that pip wheels do not ship: .mp4/.mov
+# go through the ffmpeg command line when it is there (writer.py), mp4v is the fallback.
 CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 

@@ -4,9 +4,15 @@ decoupled.
 The capture thread hands every frame to the renderer and *replaces* the one frame waiting for
 the model (the model always takes the newest frame; older ones are dropped, never queued). The
 renderer composites each captured frame with the newest mask available (guided upsampling snaps
-that mask onto the current frame's edges) and never waits for the model. A mask older than
-``max_mask_age`` frames is not used (the frame shows the background only), so masks are never
-older than N frames.
+that mask onto the current frame's edges). A mask is used for a frame when it was computed from
+a frame at most ``max_mask_age`` (N) frames away, in *either* direction: frames wait in the
+render queue while the model takes the newest capture, so the mask is often from a frame a few
+frames *ahead* of the one being drawn (negative age). A mask further away is not used (the
+frame shows the background only).
+
+A camera cannot wait, so there the renderer never waits for the model. A file read as fast as
+possible (``drop_when_behind=False``) can: the renderer waits for a usable mask and capture
+runs at most N frames ahead, so every frame is drawn with a mask at most N frames away.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ _SENTINEL = None
 
 @dataclass
 class LiveConfig:
-    """``max_mask_age`` (N): a mask computed from frame i is used for frames i..i+N only. With
+    """``max_mask_age`` (N): a mask computed from frame i is used for frames i-N..i+N only. With
     the model always taking the newest frame, the worst age is about 2 x model latency x
     capture fps (the mask arrives one latency late and is replaced one latency later), so the
     default 15 covers a 70 ms model on a 100 fps source or a 230 ms model at 30 fps."""
@@ -43,7 +49,8 @@ class LiveConfig:
     max_frames: int | None = option(None, "stop after N captured frames", metavar="N", type=int)
     pace_fps: float | None = None  # replay a file at this rate, like a camera (None: as fast as read)
     # A camera cannot wait, so when rendering falls behind the oldest frame is dropped; a file
-    # read as fast as possible can, so capture blocks instead (no frame lost).
+    # read as fast as possible can, so capture blocks instead (no frame lost) and the renderer
+    # waits for a mask within N frames (no frame drawn without one after start-up).
     drop_when_behind: bool = True
 
     def validate(self) -> None:
@@ -57,9 +64,11 @@ class LiveStats:
     rendered: int = 0
     masks: int = 0
     dropped: int = 0  # captured frames dropped because rendering fell behind
-    unmasked: int = 0  # frames rendered without a fresh-enough mask (start-up, or age > N)
-    max_mask_age: int = 0
-    mean_mask_age: float = 0.0
+    unmasked: int = 0  # frames rendered without a mask within N frames (start-up, or |age| > N)
+    unmasked_after_first_mask: int = 0  # of those, after a mask had been used once
+    max_mask_age: int = 0  # largest |frame - mask frame| of the masks used, either direction
+    max_mask_lead: int = 0  # largest number of frames a used mask was computed *ahead* of its frame
+    mean_mask_age: float = 0.0  # mean |frame - mask frame| of the masks used
     capture_fps: float = 0.0
     mask_fps: float = 0.0
     render_fps: float = 0.0
@@ -72,8 +81,9 @@ class LiveStats:
 @dataclass
 class FrameInfo:
     index: int
-    mask_index: int | None  # frame the mask was computed from
-    age: int | None
+    mask_index: int | None  # frame the newest mask was computed from
+    age: int | None  # index - mask_index: negative when the mask is from a later frame
+    masked: bool = False  # the mask was used (|age| <= max_mask_age)
 
 
 class _LatestSlot:
@@ -110,14 +120,23 @@ class LivePipeline:
         self.cfg = cfg or LiveConfig()
         self.cfg.validate()
         self.stats = LiveStats()
-        self._frames: queue.Queue = queue.Queue(RENDER_QUEUE)
+        self._frames: queue.Queue = queue.Queue(self._queue_size())
         self._slot = _LatestSlot()
         self._mask: tuple[int, np.ndarray] | None = None
-        self._mask_lock = threading.Lock()
+        self._mask_ready = threading.Condition()
+        self._age_sum = 0
+        self._masked_once = False
         self._stop = threading.Event()
         self._t0 = 0.0
         self._capture_end = 0.0
         self.error: BaseException | None = None
+
+    def _queue_size(self) -> int:
+        if self.cfg.drop_when_behind:
+            return RENDER_QUEUE
+        # Blocking capture runs at most (queue + 1) frames ahead of the frame being drawn, and
+        # the model takes the newest capture: a queue of N - 1 keeps every new mask within N.
+        return max(1, min(RENDER_QUEUE, self.cfg.max_mask_age - 1))
 
     # -- threads
     def _capture(self) -> None:
@@ -175,33 +194,51 @@ class LivePipeline:
                     continue
                 idx, frame = item
                 prob = self.pipe.lowres(frame)
-                with self._mask_lock:
+                with self._mask_ready:
                     self._mask = (idx, prob)
+                    self._mask_ready.notify_all()
                 self.stats.masks += 1
         except BaseException as exc:
             self.error = exc
             self._stop.set()
 
     def newest_mask(self) -> tuple[int, np.ndarray] | None:
-        with self._mask_lock:
+        with self._mask_ready:
+            return self._mask
+
+    def _wait_for_mask(self, idx: int) -> tuple[int, np.ndarray] | None:
+        """The newest mask once it is from frame ``idx - N`` or later (blocking capture only).
+
+        Every frame in the render queue went into the model's slot first, so the model is
+        working on frame ``idx`` or a later one: a mask from ``>= idx`` always comes, unless the
+        model stopped (error or shutdown; then the stop flag ends the wait). Masks only move
+        forward, so a mask already beyond ``idx + N`` is returned at once (nothing better can come).
+        """
+        oldest = idx - self.cfg.max_mask_age
+        with self._mask_ready:
+            while (self._mask is None or self._mask[0] < oldest) and not self._stop.is_set():
+                self._mask_ready.wait(0.05)
             return self._mask
 
     # -- renderer
     def render_one(self, idx: int, frame: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
-        mask = self.newest_mask()
+        mask = self.newest_mask() if self.cfg.drop_when_behind else self._wait_for_mask(idx)
         age = idx - mask[0] if mask is not None else None
-        fresh = mask is not None and age is not None and 0 <= age <= self.cfg.max_mask_age
-        if fresh:
-            self.stats.max_mask_age = max(self.stats.max_mask_age, age)
-            self._age_sum += age
-        else:
-            self.stats.unmasked += 1  # no mask yet, or too old to trust: show the background only
-        alpha = self.pipe.alpha(mask[1] if fresh else None, frame)
+        use = age is not None and abs(age) <= self.cfg.max_mask_age
+        s = self.stats
+        if use:
+            s.max_mask_age = max(s.max_mask_age, abs(age))
+            s.max_mask_lead = max(s.max_mask_lead, -age)
+            self._age_sum += abs(age)
+        else:  # no mask yet, or from a frame too far away: show the background only
+            s.unmasked += 1
+            s.unmasked_after_first_mask += self._masked_once
+        self._masked_once = self._masked_once or use
+        alpha = self.pipe.alpha(mask[1] if use and mask is not None else None, frame)
         out = render_effect(self.pipe, frame, alpha, self.effect)
-        return out, FrameInfo(idx, mask[0] if mask else None, age)
+        return out, FrameInfo(idx, mask[0] if mask else None, age, use)
 
     def run(self, sink: Sink, log: Callable[[str], None] | None = None) -> LiveStats:
-        self._age_sum = 0
         self._t0 = last_log = time.perf_counter()
         threads = [
             threading.Thread(target=f, daemon=True, name=n)
@@ -247,7 +284,8 @@ class LivePipeline:
         stages = " ".join(f"{k} {v:.1f}" for k, v in ms.items())
         return (
             f"capture {cap:.1f} fps | mask {mask:.1f} fps | render {ren:.1f} fps | "
-            f"max mask age {self.stats.max_mask_age} | ms: {stages}"
+            f"max mask age {self.stats.max_mask_age} (lead {self.stats.max_mask_lead}) | "
+            f"unmasked {self.stats.unmasked} | ms: {stages}"
         )
 
     def _finish(self) -> LiveStats:

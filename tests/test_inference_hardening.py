@@ -1,0 +1,122 @@
+"""Segmenter under threads, odd array dtypes and a corrupt-file corpus (issue 11, items 6, 7).
+
+Real vikram_val photos (skip when ../shared is absent); the corrupt files are made in tmp by
+``tests/fuzz_corpus.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from portraitseg import Segmenter, load_image
+from portraitseg.data.io import DataError
+
+STEMS = tuple(f"vikram_{i:03d}" for i in (1, 2, 3, 7))
+BACKENDS = ["onnx"] + (["tflite"] if importlib.util.find_spec("ai_edge_litert") else [])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+@pytest.fixture(scope="module")
+def photos(vikram: Path) -> list[np.ndarray]:
+    return [load_image(vikram / "images" / f"{s}.jpg") for s in STEMS]
+
+
+# --------------------------------------------------------------------------- item 6: threads
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shared_segmenter_8_threads_give_the_serial_masks(backend: str, photos: list[np.ndarray]) -> None:
+    seg = Segmenter(backend=backend, threads=1)
+    serial = [seg.mask(p) for p in photos]
+    rounds, n_threads = 3, 8
+    results: dict[tuple[int, int, int], np.ndarray] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_threads)
+
+    def work(t: int) -> None:
+        try:
+            start.wait(timeout=60)  # all threads in the pipeline at once
+            for r in range(rounds):
+                for k in range(len(photos)):
+                    i = (k + t + r) % len(photos)  # each thread in its own order
+                    results[(t, r, i)] = seg.mask(photos[i])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=300)
+    assert not errors, errors[0]
+    assert len(results) == n_threads * rounds * len(photos)
+    differing = [key for key, alpha in results.items() if not np.array_equal(alpha, serial[key[2]])]
+    assert not differing, f"{len(differing)} of {len(results)} masks differ from the serial ones"
+
+
+# --------------------------------------------------------------------------- item 7: dtypes
+
+
+@pytest.fixture(scope="module")
+def seg() -> Segmenter:
+    return Segmenter(backend="onnx", threads=1)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.int16, np.uint32, np.float32, np.float64])
+def test_wide_arrays_holding_0_255_are_8_bit(seg: Segmenter, photos: list[np.ndarray], dtype) -> None:
+    rgb = photos[0]
+    base = seg.mask(rgb) >= 0.5
+    alpha = seg.mask(rgb.astype(dtype))
+    assert alpha.shape == rgb.shape[:2]
+    assert iou(alpha >= 0.5, base) > 0.99, np.dtype(dtype).name
+    assert np.array_equal(load_image(rgb.astype(dtype)), rgb)
+
+
+def test_unit_floats_still_scaled_by_255(seg: Segmenter, photos: list[np.ndarray]) -> None:
+    rgb = photos[1]
+    unit = rgb.astype(np.float64) / 255.0
+    assert np.abs(load_image(unit).astype(int) - rgb).max() <= 1
+    assert iou(seg.mask(unit) >= 0.5, seg.mask(rgb) >= 0.5) > 0.98
+
+
+@pytest.mark.parametrize(("array", "text"), [
+    (np.full((4, 4, 3), 300, np.int64), "int64 image values must be 0..255 (8-bit); got 300..300"),
+    (np.full((4, 4, 3), -1, np.int32), "int32 image values must be 0..255 (8-bit); got -1..-1"),
+    (np.full((4, 4, 3), 256.0, np.float64), "float64 image values must be in [0, 1] or [0, 255]; got 256"),
+    (np.full((4, 4, 3), -0.5, np.float32), "float32 image values must be in [0, 1] or [0, 255]"),
+    (np.full((4, 4, 3), np.nan, np.float32), "float32 image has NaN"),
+])
+def test_out_of_range_arrays_name_dtype_and_range(seg: Segmenter, array: np.ndarray, text: str) -> None:
+    with pytest.raises(ValueError) as info:
+        seg.mask(array)
+    assert text in str(info.value)
+
+
+# --------------------------------------------------------------------------- fuzz corpus via the API
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL's TIFF reader warns on corrupt tags
+def test_fuzz_corpus_through_the_api(seg: Segmenter, tmp_path: Path) -> None:
+    from fuzz_corpus import corpus, good_samples
+
+    refused = 0
+    for s in corpus() + good_samples():
+        path = tmp_path / s.filename
+        path.write_bytes(s.data)
+        try:
+            alpha = seg.mask(path)
+        except DataError as exc:  # the one error type for a bad file: one line, starts with the path
+            message = str(exc)
+            assert message.startswith(str(path)) and "\n" not in message, message
+            refused += 1
+            continue
+        assert alpha.ndim == 2 and 0.0 <= alpha.min() and alpha.max() <= 1.0, s.name
+    assert refused > len(corpus()) // 2
