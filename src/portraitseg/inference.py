@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from . import postprocess as pp
-from .data.io import DataError
+from .data.io import DataError, check_pixels
 from .pipeline import Pipeline
 from .runtimes import Runtime, open_model
 
@@ -142,6 +142,7 @@ def _read_file(path: Path) -> np.ndarray:
 
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    check_pixels(path)  # the one pixel limit (defaults.MAX_PIXELS), from the header, before decoding
     try:
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, inside the try

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import postprocess as pp
+from ..defaults import MAX_PIXELS
 from ..options import option as _opt
 
 MB = 1024 * 1024
@@ -22,7 +23,7 @@ class ServerConfig:
     max_concurrency: int = _opt(32, "requests in flight (queued + running) before answering 503", metavar="N")
     max_body_bytes: int = _opt(10 * MB, "request size limit", flag="--max-body-mb", scale=MB, type=float,
                                metavar="MB")
-    max_pixels: int = _opt(25_000_000, "image size limit", flag="--max-megapixels", scale=1e6, type=float,
+    max_pixels: int = _opt(MAX_PIXELS, "image size limit", flag="--max-megapixels", scale=1e6, type=float,
                            metavar="MP")
     timeout_s: float = _opt(30.0, "per-request timeout", flag="--timeout", metavar="S")
     # The body is read before a concurrency slot is taken (guard.py): this bounds how long a
