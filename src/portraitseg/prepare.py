@@ -3,7 +3,7 @@
 Each labelled sample's person is composited onto ``K`` random background images with its
 (soft) mask as the alpha matte, and written as a new ``images/`` + ``alpha/`` dataset that
 ``FolderDataset``/``portraitseg cache`` read like any other. The compositing maths is
-:func:`portraitseg.data.augment.composite` (the same as on-the-fly training augmentation).
+:func:`portraitseg.data.augment.composite_batch` (the same as on-the-fly training augmentation).
 
 ``manifest.csv`` records where every output came from (source sample, background file and the
 crop taken from it), so a composite can be traced and re-created.
@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data.augment import composite, person_boxes
+from .data.augment import composite_batch, person_boxes
 from .data.datasets import Sample, find_images, open_dataset
 from .data.io import DataError, NoSamplesError, encode_image, read_rgb, write_atomic
 from .defaults import MAX_PIXELS
+from .postprocess import to_u8
 
 MANIFEST_COLUMNS = ["name", "source", "stem", "background", "bg_width", "bg_height", "x0", "y0", "crop"]
 
@@ -84,8 +85,8 @@ def composite_one(image: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.nd
 
     a = torch.from_numpy(alpha.astype(np.float32))[None, None]
     zeros = torch.zeros_like(a)
-    out, _, _ = composite(chw(image), a, zeros, chw(bg), zeros, zeros, torch.ones(1, dtype=torch.bool))
-    return (out[0].permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+    out, _, _ = composite_batch(chw(image), a, zeros, chw(bg), zeros, zeros, torch.ones(1, dtype=torch.bool))
+    return to_u8(out[0].permute(1, 2, 0).numpy())
 
 
 def portrait_crop(alpha: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int, int] | None:
@@ -116,7 +117,7 @@ def _write_sample(out: Path, name: str, image: np.ndarray, alpha: np.ndarray, ig
 
 
 def _to_u8(alpha: np.ndarray) -> np.ndarray:
-    return np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return to_u8(alpha)
 
 
 def _composites(

@@ -51,7 +51,7 @@ def _coin(n: int, p: float, gen: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=device) < p
 
 
-def composite(
+def composite_batch(
     image: torch.Tensor,
     target: torch.Tensor,
     ignore: torch.Tensor,
@@ -184,7 +184,7 @@ def _motion_kernels(length: torch.Tensor, angle: torch.Tensor, k: int) -> torch.
     return ker / ker.sum((1, 2), keepdim=True).clamp_min(1)
 
 
-def blur(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, k: int = 9) -> torch.Tensor:
+def blur_batch(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator, k: int = 9) -> torch.Tensor:
     """Per-sample Gaussian or motion blur as one grouped convolution (identity where unused)."""
     b, c, h, w = image.shape
     dev = image.device
@@ -239,7 +239,7 @@ class BatchAugmenter:
         theta = affine_params(tgt, cfg, gen)
         img, tgt, ign = warp(img, tgt, ign, theta, cfg.out_size)
         img = photometric(img, cfg, gen)
-        img = blur(img, cfg, gen)
+        img = blur_batch(img, cfg, gen)
         img = noise(img, cfg, gen)
         return img.contiguous(), tgt.clamp(0, 1), (ign > 0.5).float()
 
@@ -265,7 +265,7 @@ class BatchAugmenter:
             bg = torch.where(use_tex, tex, bg)
             bg_t = torch.where(use_tex, torch.zeros_like(bg_t), bg_t)
             bg_i = torch.where(use_tex, torch.zeros_like(bg_i), bg_i)
-        return composite(img, tgt, ign, bg, bg_t, bg_i, use)
+        return composite_batch(img, tgt, ign, bg, bg_t, bg_i, use)
 
 
 def resize_batch(

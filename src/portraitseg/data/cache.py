@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..defaults import INPUT_SIZE, MAX_PIXELS
+from ..postprocess import to_u8
 from .datasets import FolderDataset, Sample, find_images, open_dataset
 from .io import DataError, NoSamplesError, read_rgb
 
@@ -66,7 +67,7 @@ def _resize_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, n
     image = cv2.resize(sample.image, (size, size), interpolation=cv2.INTER_AREA)
     target = cv2.resize(sample.target, (size, size), interpolation=cv2.INTER_AREA)
     ignore = cv2.resize(sample.ignore.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-    return image, np.clip(target * 255.0 + 0.5, 0, 255).astype(np.uint8), ignore
+    return image, to_u8(target), ignore
 
 
 def build_cache(
