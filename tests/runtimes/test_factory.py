@@ -73,3 +73,22 @@ def test_inference_backends_do_not_import_torch() -> None:
             "from portraitseg.pipeline import Pipeline; import portraitseg.video, portraitseg.server.engine; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_peers_found_beside_a_non_editable_install(tmp_path, monkeypatch) -> None:
+    """A non-editable ``pip install .`` (as CI does) puts the package in site-packages: the peer
+    folder is then looked for beside the folder pip ran in (PEP 610 direct_url.json)."""
+    from portraitseg import locate
+    from portraitseg.runtimes import peers
+
+    repo = tmp_path / "work" / "repo"
+    anchors = tmp_path / "work" / "shared" / "anchors"
+    anchors.mkdir(parents=True)
+    repo.mkdir()
+    (anchors / "sinet_320.onnx").write_bytes(b"x")
+    site = tmp_path / "venv" / "site-packages" / "portraitseg" / "locate.py"
+    monkeypatch.setattr(locate, "__file__", str(site))
+    monkeypatch.setattr(locate, "installed_from", lambda: repo)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PORTRAITSEG_ANCHORS", raising=False)
+    assert peers.peer_path(peers.peer_spec("sinet_320")).resolve() == (anchors / "sinet_320.onnx").resolve()

@@ -180,12 +180,13 @@ def test_bad_web_dir_is_one_line_error(tmp_path: Path, capsys) -> None:
 def test_pip_install_folder_is_a_candidate(tmp_path: Path, monkeypatch) -> None:
     """A non-editable ``pip install .`` copies no web/: the folder it ran in (pip's
     direct_url.json, PEP 610) is where serve looks then."""
+    from portraitseg import locate
     from portraitseg.server import webapp
 
-    monkeypatch.setattr(webapp, "_installed_from", lambda: tmp_path)
+    monkeypatch.setattr(locate, "installed_from", lambda: tmp_path)
     assert webapp.candidate_web_dirs()[-1] == tmp_path / "web"
-    installed = tmp_path / "site-packages" / "portraitseg" / "server" / "webapp.py"
-    monkeypatch.setattr(webapp, "__file__", str(installed))
+    installed = tmp_path / "site-packages" / "portraitseg" / "locate.py"
+    monkeypatch.setattr(locate, "__file__", str(installed))
     assert webapp.locate_web_dir() is None  # neither a checkout nor a web/ where pip ran
     _web_copy(tmp_path, vendor=False)
     assert webapp.locate_web_dir() == (tmp_path / "web").resolve()

@@ -7,13 +7,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..locate import source_roots
 from .contracts import InputFormat, OutputFormat
 
 ANCHORS_ENV = "PORTRAITSEG_ANCHORS"
-DEFAULT_ANCHORS = Path("..") / "shared" / "anchors"  # relative to the working directory, then the repo
-# A source checkout's root (src/portraitseg/runtimes/peers.py -> 3 levels up): the repo's
-# ../shared/anchors is found from any working directory.
-REPO_ROOT = Path(__file__).resolve().parents[3]
+# Relative to the working directory, then to the source checkout (locate.source_roots: the repo
+# this file sits in, or the folder a non-editable `pip install .` ran from), so any cwd works.
+DEFAULT_ANCHORS = Path("..") / "shared" / "anchors"
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def anchors_candidates(anchors: str | Path | None = None) -> list[Path]:
         return [Path(anchors)]
     if os.environ.get(ANCHORS_ENV):
         return [Path(os.environ[ANCHORS_ENV])]
-    return list(dict.fromkeys([DEFAULT_ANCHORS, REPO_ROOT / DEFAULT_ANCHORS]))
+    return list(dict.fromkeys([DEFAULT_ANCHORS, *(root / DEFAULT_ANCHORS for root in source_roots())]))
 
 
 def anchors_dir(anchors: str | Path | None = None) -> Path:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import html
 import json
-from importlib import metadata
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+
+from ..locate import source_roots
 
 RUNTIME_ENTRY = "ort.min.mjs"
 NPM_PACKAGE = "onnxruntime-web"
@@ -33,28 +33,9 @@ def is_web_app(folder: Path) -> bool:
     return (folder / "index.html").is_file()
 
 
-def _installed_from() -> Path | None:
-    """The local folder ``pip install`` was run from (PEP 610 ``direct_url.json``), if any."""
-    try:
-        text = metadata.distribution("portraitseg").read_text("direct_url.json")
-    except metadata.PackageNotFoundError:
-        return None
-    if not text:
-        return None
-    url = urlparse(json.loads(text).get("url", ""))
-    return Path(unquote(url.path)) if url.scheme == "file" else None
-
-
 def candidate_web_dirs() -> list[Path]:
     """Where the web app may be, in order (see the module docstring)."""
-    here = Path(__file__).resolve()
-    found = []
-    if here.parents[2].name == "src":  # <repo>/src/portraitseg/server/webapp.py: a checkout
-        found.append(here.parents[3] / "web")
-    source = _installed_from()
-    if source is not None:
-        found.append(source / "web")
-    return found
+    return [root / "web" for root in source_roots()]
 
 
 def locate_web_dir(explicit: Path | None = None) -> Path | None:
