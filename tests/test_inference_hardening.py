@@ -129,3 +129,14 @@ def test_api_refuses_a_bomb_from_its_header(tmp_path) -> None:
     over = r"bomb\.png: image is (6000x5000 = )?30000000 pixels, over the limit"
     with pytest.raises(DataError, match=over):
         Segmenter(backend="onnx").mask(bomb)
+
+
+def test_pixel_limit_is_the_segmenters(tmp_path) -> None:
+    """The limit travels with the Segmenter (predict passes --max-pixels), not a fixed default."""
+    from imagebombs import png_bomb
+
+    photo = Path(__file__).resolve().parents[1] / "src" / "portraitseg" / "assets" / "astronaut.jpg"
+    with pytest.raises(DataError, match=r"astronaut\.jpg: image is .*pixels, over the limit of 1000"):
+        Segmenter(backend="onnx", max_pixels=1000).mask(photo)
+    big = png_bomb(tmp_path / "big.png", 6000, 5000)  # 30 MP: over the default, under this limit
+    assert Segmenter(backend="onnx", max_pixels=40_000_000).mask(big).shape == (5000, 6000)

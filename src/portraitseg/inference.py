@@ -36,6 +36,7 @@ import numpy as np
 
 from . import postprocess as pp
 from .data.io import DataError, check_pixels
+from .defaults import MAX_PIXELS
 from .pipeline import Pipeline
 from .runtimes import Runtime, open_model
 
@@ -119,17 +120,18 @@ def _to_u8(arr: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image dtype {arr.dtype}")
 
 
-def load_image(image: ImageInput) -> np.ndarray:
+def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A path, PIL image or numpy array -> RGB uint8 (H, W, 3).
 
     Files: EXIF orientation applied; grayscale, palette, CMYK converted; RGBA/LA composited on
-    white (``TRANSPARENT_FILL``); 16-bit scaled to 8-bit. An unreadable file raises
-    :class:`~portraitseg.data.DataError` whose message starts with the path.
+    white (``TRANSPARENT_FILL``); 16-bit scaled to 8-bit. An unreadable file, or one whose
+    header declares more than ``max_pixels``, raises :class:`~portraitseg.data.DataError` whose
+    message starts with the path.
     """
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image)
     if isinstance(image, (str, Path)):
-        return _read_file(Path(image))
+        return _read_file(Path(image), max_pixels)
     from PIL import Image
 
     if isinstance(image, Image.Image):
@@ -137,12 +139,12 @@ def load_image(image: ImageInput) -> np.ndarray:
     raise TypeError(f"expected a path, PIL.Image or numpy array; got {type(image).__name__}")
 
 
-def _read_file(path: Path) -> np.ndarray:
+def _read_file(path: Path, max_pixels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    check_pixels(path)  # the one pixel limit (defaults.MAX_PIXELS), from the header, before decoding
+    check_pixels(path, max_pixels)  # from the header, before decoding
     try:
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, inside the try
@@ -159,18 +161,18 @@ def _read_file(path: Path) -> np.ndarray:
 # --------------------------------------------------------------------------- backgrounds
 
 
-def parse_background(background: BackgroundInput) -> pp.Background:
+def parse_background(background: BackgroundInput, max_pixels: int = MAX_PIXELS) -> pp.Background:
     """An image (path/PIL/array), RGB tuple, colour name/hex (PIL ``ImageColor``) or ``"blur"``
     -> what :func:`portraitseg.postprocess.composite` takes."""
     if isinstance(background, tuple):
         return background
     if isinstance(background, np.ndarray) or not isinstance(background, (str, Path)):
-        return load_image(background)
+        return load_image(background, max_pixels)
     text = str(background)
     if text == "blur":
         return "blur"
     if Path(text).is_file():
-        return load_image(text)
+        return load_image(text, max_pixels)
     from PIL import ImageColor
 
     try:
@@ -198,7 +200,8 @@ class Segmenter:
     ``model``/``backend``/``threads`` go to :func:`~portraitseg.runtimes.open_model`
     (``"default"`` + ``"auto"``: the bundled model on the fastest installed backend);
     ``threads=None`` leaves the backend's default (all cores); ``postprocess=None`` uses
-    :class:`~portraitseg.postprocess.PostprocessConfig`'s defaults.
+    :class:`~portraitseg.postprocess.PostprocessConfig`'s defaults; image files (and background
+    files) over ``max_pixels`` are refused from their header.
     """
 
     def __init__(
@@ -207,7 +210,9 @@ class Segmenter:
         backend: str = "auto",
         postprocess: pp.PostprocessConfig | None = None,
         threads: int | None = None,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
+        self.max_pixels = max_pixels
         pipe = Pipeline(open_model(model, backend, threads), postprocess)
         self._runtime, self._config = pipe.runtime, pipe.config
         # One pipeline per calling thread: its post-processing workspace is reused between
@@ -240,7 +245,7 @@ class Segmenter:
         return self.pipeline.model_prob(image)
 
     def predict(self, image: ImageInput) -> Prediction:
-        rgb = load_image(image)
+        rgb = load_image(image, self.max_pixels)
         pipe = self.pipeline
         # Copy: the pipeline's workspace is overwritten by this thread's next call.
         alpha = pipe.alpha(pipe.lowres(rgb), rgb).copy()
@@ -262,7 +267,7 @@ class Segmenter:
     def replace_background(self, image: ImageInput, background: BackgroundInput) -> np.ndarray:
         """RGB uint8 (H, W, 3): the person over ``background`` (image scaled to cover and
         centre-cropped, RGB tuple, colour name/#hex, or ``"blur"``)."""
-        return self.render(self.predict(image), "composite", parse_background(background))
+        return self.render(self.predict(image), "composite", parse_background(background, self.max_pixels))
 
     def __repr__(self) -> str:
         return f"Segmenter({self.runtime!r}, {self.config})"

@@ -239,33 +239,25 @@ def _clean_stale_temps(outdir: Path) -> None:
               file=sys.stderr)
 
 
-def _check_background(text: str, max_pixels: int) -> None:
-    from ..data.io import check_pixels
-
-    if text != "blur" and Path(text).is_file():
-        check_pixels(text, max_pixels)
-
-
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from ..data.io import DataError, check_pixels
+    from ..data.io import DataError
     from ..inference import Segmenter, parse_background
     from ._common import sigterm_as_exit
 
     kinds = list(dict.fromkeys(args.output or ["mask"]))
     cfg = postprocess_config(args)
-    if "composite" in kinds:
-        _check_background(args.background, args.max_pixels)
-    background = parse_background(args.background) if "composite" in kinds else None
+    background = parse_background(args.background, args.max_pixels) if "composite" in kinds else None
     jobs, errors = collect_inputs(args.inputs, args.outdir)
     for line in errors:
         print(line, file=sys.stderr)
     if not jobs:
         raise ValueError("no input images found")
     _clean_stale_temps(args.outdir)
-    segmenter = Segmenter(args.model, backend=args.backend, postprocess=cfg, threads=args.threads)
+    segmenter = Segmenter(args.model, backend=args.backend, postprocess=cfg, threads=args.threads,
+                          max_pixels=args.max_pixels)
     inputs = {j.path.resolve() for j in jobs}
     claimed: dict[Path, Path] = {}
     summary = Summary(failed=len(errors))
@@ -275,7 +267,6 @@ def run(args: argparse.Namespace) -> int:
             paths = output_paths(job, args.outdir, kinds, args.composite_format)
             try:
                 _check_outputs(paths, inputs, claimed, job)
-                check_pixels(job.path, args.max_pixels)
                 write_outputs(render_all(job, segmenter, paths, background), args.overwrite, summary)
                 summary.done += 1
             # DecompressionBombError: PIL's own guard, reached only with --max-pixels above it.
