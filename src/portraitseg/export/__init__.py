@@ -9,9 +9,7 @@ use, so the CLI can build ``export``'s flags without it.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..lazy import lazy_getattr
 from .config import (
     FORMATS,
     INPUT_NAME,
@@ -32,16 +30,10 @@ _LAZY = {
     "verify": ("VerifyReport", "compare_outputs", "list_images", "load_images", "pick_spread",
                "random_images", "verify_export"),
 }
-_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+_WHERE = {name: f".{module}" for module, names in _LAZY.items() for name in names}
 __all__ = ["FORMATS", "INPUT_NAME", "INT8_GRANULARITIES", "ONNX_OPSET", "OUTPUT_KINDS", "PRECISIONS",
            "SUFFIXES", "VERIFY_MAX_PROB_DIFF", "ExportConfig", "output_name", "read_metadata", *_WHERE]
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("OUTPUT_KINDS", "read_metadata"):
-        from .. import runtimes
-
-        return getattr(runtimes, name)
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Lazy (torch): the CLI builds export's flags from .config without it.
+__getattr__ = lazy_getattr(__name__, {**_WHERE, "OUTPUT_KINDS": "..runtimes", "read_metadata": "..runtimes"})

@@ -29,8 +29,9 @@ thread-safe, so each thread gets its own copy (``Runtime.for_thread``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_getattr
 from .config import MB, ServerConfig
 from .engine import ApiError, Engine, decode_image, encode, model_file, parse_colour, set_pil_limits
 
@@ -41,10 +42,5 @@ __all__ = ["MB", "ApiError", "Engine", "ServerConfig", "create_app", "decode_ima
            "parse_colour", "set_pil_limits"]
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy: the CLI reads ServerConfig to build `serve`'s flags without fastapi installed.
-    if name == "create_app":
-        from .app import create_app
-
-        return create_app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Lazy: the CLI reads ServerConfig to build `serve`'s flags without fastapi installed.
+__getattr__ = lazy_getattr(__name__, {"create_app": ".app"})

@@ -6,9 +6,9 @@ on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_getattr
 from .config import TrainConfig
 
 __all__ = ["LRSchedule", "ModelEMA", "TrainConfig", "Trainer", "lr_factor", "source_probs", "train"]
@@ -19,19 +19,11 @@ if TYPE_CHECKING:
     from .schedule import LRSchedule, lr_factor
     from .trainer import Trainer, train
 
-_LAZY = {
-    "Trainer": "trainer",
-    "train": "trainer",
-    "ModelEMA": "ema",
-    "LRSchedule": "schedule",
-    "lr_factor": "schedule",
-    "source_probs": "data",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, {
+    "Trainer": ".trainer",
+    "train": ".trainer",
+    "ModelEMA": ".ema",
+    "LRSchedule": ".schedule",
+    "lr_factor": ".schedule",
+    "source_probs": ".data",
+})
