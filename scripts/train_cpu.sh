@@ -18,4 +18,4 @@ python -m portraitseg train --config configs/default.yaml --backgrounds .carry/b
   --lr 0.0004 --warmup-epochs 0.5 --epochs 100 --time-budget-s "$budget" \
   --set source_weights.eg1800=2.0 source_weights.pseudo_portrait=2.0 source_weights.voc_person=2.0 \
   background_weights.scenes=0.6 background_weights.textures=0.4 \
-  augment.composite_p=0.3 augment.composite_texture_frac=0.6 augment.portrait_crop_p=0.2
+  augment.composite_p=0.3 augment.composite_texture_frac=0.6 augment.portrait_crop_p=0.2 ${EXTRA_SET:-}

@@ -31,6 +31,7 @@ def config_from_dict(data: dict[str, Any]) -> MobileUNetConfig:
     known = {f.name for f in fields(MobileUNetConfig)}
     values = {k: v for k, v in data.items() if k in known}
     values.setdefault("head", "upsample")  # written before the sub-pixel head existed
+    values.setdefault("head_kernel", 3)  # written before the head's kernel was a field
     return MobileUNetConfig(**values)
 
 

@@ -15,6 +15,7 @@ from portraitseg.models import (
     create_model,
     list_models,
     model_config,
+    to_head_kernel,
     to_subpixel_head,
 )
 
@@ -115,6 +116,41 @@ def test_subpixel_conversion_only_moves_relu6() -> None:
     assert agree > 0.98
     with pytest.raises(ValueError, match="only bilinear models with the upsample head"):
         to_subpixel_head(new)
+
+
+def test_head_kernel_growing_is_exact_and_shrinking_is_exact_on_flat_features() -> None:
+    model = _upsample_head_model(2)
+    model = to_subpixel_head(model)
+    small = to_head_kernel(model, 1)
+    assert small.config.head_kernel == 1 and small.head.weight.shape[-1] == 1
+    assert count_parameters(small) == count_parameters(model) - 4 * 16 * 8
+    flat = torch.rand(1, 16, 1, 1).expand(1, 16, 12, 12).contiguous()
+    with torch.no_grad():
+        # Away from the zero padding a flat map sees every tap alike: the summed centre tap is exact.
+        torch.testing.assert_close(small.head(flat)[..., 2:-2, 2:-2], model.head(flat)[..., 2:-2, 2:-2])
+        x = torch.rand(2, 3, 64, 64)
+        ref = small(x)
+        torch.testing.assert_close(to_head_kernel(small, 3)(x), ref)
+        agree = ((model(x) > 0) == (ref > 0)).float().mean().item()
+    assert agree > 0.9
+
+
+def test_lean_stride2_stage_drops_one_refine_conv_and_the_final_1x1() -> None:
+    full = create_model(DEFAULT_MODEL, head_kernel=1)
+    lean = create_model(DEFAULT_MODEL, head_kernel=1, last_refine=1, final_conv=False)
+    assert len(lean.decoder.blocks[3].refine) == 1 and len(full.decoder.blocks[3].refine) == 2
+    assert all(len(b.refine) == 2 for b in lean.decoder.blocks[:3])
+    assert isinstance(lean.decoder.final, torch.nn.Identity)
+    assert count_parameters(lean) == 560_348
+    assert lean.eval()(torch.rand(1, 3, 96, 64)).shape == (1, 1, 96, 64)
+
+
+def test_old_checkpoints_without_head_kernel_load_as_3x3(tmp_path: Path) -> None:
+    from portraitseg.checkpoint import config_from_dict
+
+    cfg = model_config(DEFAULT_MODEL).to_dict()
+    del cfg["head_kernel"]
+    assert config_from_dict(cfg).head_kernel == 3
 
 
 def test_transpose_decoder_has_more_parameters_than_bilinear() -> None:

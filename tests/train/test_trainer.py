@@ -158,6 +158,47 @@ def test_init_weights_from_an_upsample_head_checkpoint(caches, tmp_path: Path) -
     assert load_model(tmp_path / "out" / "r" / "last.pt").config.head == "subpixel"
 
 
+def test_init_weights_into_another_head_kernel(caches, tmp_path: Path) -> None:
+    # The 1x1 head fine-tunes from 3x3-head weights: the run starts from their converted copy.
+    from portraitseg.checkpoint import save_weights
+    from portraitseg.models import create_model, to_head_kernel
+
+    torch.manual_seed(0)
+    old = create_model(MODEL, head_kernel=3, dropout=0.0)
+    with torch.no_grad():
+        old.train()(torch.rand(4, 3, SIZE, SIZE))
+    init = save_weights(old.eval(), tmp_path / "k3.pt")
+    args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--init-weights", str(init),
+                      "--set", "model_overrides.head_kernel=1")
+    trainer = Trainer(build_config(build_parser().parse_args(args)))
+    expected = to_head_kernel(old, 1).state_dict()
+    got = trainer.model.state_dict()
+    assert got["head.weight"].shape[-1] == 1
+    for key, value in expected.items():
+        assert torch.equal(got[key].cpu(), value), key
+
+
+def test_init_weights_into_a_leaner_decoder(caches, tmp_path: Path, capsys) -> None:
+    # The lean stride-2 stage (one refine conv, no final 1x1) starts from the full layout's
+    # weights: every tensor it shares is copied, the dropped layers are named.
+    from portraitseg.checkpoint import save_weights
+    from portraitseg.models import create_model
+
+    torch.manual_seed(0)
+    old = create_model(MODEL, head_kernel=1, dropout=0.0).eval()
+    init = save_weights(old, tmp_path / "full.pt")
+    args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--init-weights", str(init),
+                      "--set", "model_overrides.head_kernel=1", "model_overrides.last_refine=1",
+                      "model_overrides.final_conv=false")
+    trainer = Trainer(build_config(build_parser().parse_args(args)))
+    got = trainer.model.state_dict()
+    assert not any(k.startswith(("decoder.final.", "decoder.blocks.3.refine.1.")) for k in got)
+    for key, value in got.items():
+        assert torch.equal(value.cpu(), old.state_dict()[key]), key
+    out = capsys.readouterr().out
+    assert "dropped: decoder.blocks.3.refine.1.0.0" in out and "decoder.final.0" in out
+
+
 def test_ddp_two_cpu_processes(caches, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

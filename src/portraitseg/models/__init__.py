@@ -1,6 +1,6 @@
 """Model zoo: Mobile-UNet variants = MobileNetV2 encoder -> U-Net decoder -> segmentation head."""
 
-from .convert import to_subpixel_head
+from .convert import to_head_kernel, to_subpixel_head
 from .decoder import UNetDecoder
 from .head import SegmentationHead
 from .mobilenetv2 import MobileNetV2Encoder
@@ -19,6 +19,7 @@ __all__ = [
     "list_models",
     "model_config",
     "register",
+    "to_head_kernel",
     "to_subpixel_head",
     "upgrade_state_dict",
 ]

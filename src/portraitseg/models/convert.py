@@ -46,3 +46,29 @@ def to_subpixel_head(model: MobileUNet) -> MobileUNet:
     new.head.weight.copy_(w.reshape(new.head.weight.shape))
     new.head.bias.copy_(model.head.bias.expand(4))
     return new
+
+
+@torch.no_grad()
+def to_head_kernel(model: MobileUNet, kernel: int) -> MobileUNet:
+    """A copy of ``model`` whose head conv has a ``kernel`` x ``kernel`` window, as a warm start.
+
+    Shrinking keeps the centre taps and adds the dropped taps' weights onto them (right for a
+    feature map that is locally constant, which is what the head mostly sees away from edges);
+    growing zero-pads around the old taps (exact). Not exact when shrinking: fine-tune after.
+    """
+    old = model.head.weight
+    k_old = old.shape[-1]
+    new = MobileUNet(MobileUNetConfig(**{**model.config.to_dict(), "head_kernel": kernel})).eval()
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    missing, _ = new.load_state_dict(own, strict=False)
+    assert all(k.startswith("head.") for k in missing), missing
+    if kernel <= k_old:
+        lo = (k_old - kernel) // 2
+        w = old[..., lo:lo + kernel, lo:lo + kernel].clone()
+        w[..., kernel // 2, kernel // 2] += old.sum(dim=(-2, -1)) - w.sum(dim=(-2, -1))
+    else:
+        pad = (kernel - k_old) // 2
+        w = torch.nn.functional.pad(old, (pad, pad, pad, pad))
+    new.head.weight.copy_(w)
+    new.head.bias.copy_(model.head.bias)
+    return new

@@ -43,10 +43,14 @@ class Upsample2x(nn.Module):
 class DecoderBlock(nn.Module):
     """Upsample the deeper map, concatenate the encoder skip, refine with separable convs."""
 
-    def __init__(self, in_ch: int, skip_ch: int, out_ch: int, mode: str, dropout: float) -> None:
+    def __init__(
+        self, in_ch: int, skip_ch: int, out_ch: int, mode: str, dropout: float, refine: int = 2
+    ) -> None:
         super().__init__()
         self.up = Upsample2x(in_ch, out_ch, mode)
-        self.refine = nn.Sequential(SeparableConv(out_ch + skip_ch, out_ch), SeparableConv(out_ch, out_ch))
+        convs = [SeparableConv(out_ch + skip_ch, out_ch)]
+        convs += [SeparableConv(out_ch, out_ch) for _ in range(refine - 1)]
+        self.refine = nn.Sequential(*convs)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:  # noqa: D102
@@ -92,6 +96,8 @@ class UNetDecoder(nn.Module):
         dropout: float = 0.1,
         context: bool = True,
         final_upsample: bool = False,
+        last_refine: int = 2,
+        final_conv: bool = True,
     ) -> None:
         super().__init__()
         skips = tuple(reversed(encoder_channels[:-1]))  # strides 16, 8, 4, 2
@@ -103,11 +109,13 @@ class UNetDecoder(nn.Module):
         blocks = []
         for i, (skip_ch, out_ch) in enumerate(zip(skips, self.block_channels)):
             # Dropout on the two coarse levels only: fine levels carry edge detail.
-            blocks.append(DecoderBlock(in_ch, skip_ch, out_ch, mode, dropout if i < 2 else 0.0))
+            refine = last_refine if i == len(skips) - 1 else 2
+            blocks.append(DecoderBlock(in_ch, skip_ch, out_ch, mode, dropout if i < 2 else 0.0, refine))
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
         self.final: nn.Module = (
-            Upsample2x(in_ch, in_ch, mode) if final_upsample else ConvBNAct(in_ch, in_ch, 1)
+            Upsample2x(in_ch, in_ch, mode) if final_upsample
+            else ConvBNAct(in_ch, in_ch, 1) if final_conv else nn.Identity()
         )
         self.out_channels = in_ch
         self.out_stride = 1 if final_upsample else 2

@@ -54,6 +54,13 @@ class MobileUNetConfig:
     head: str = "subpixel"
     # Encoder channel rounding (MobileNetV2Encoder): 8 = the bundled model; 4 = TF-slim's counts.
     divisor: int = 8
+    # The head conv's kernel. 3 = the bundled stage-1..4 models; a 1x1 head is cheaper
+    # (the 3x3 16->4 conv at stride 2 was the single slowest op of the model in onnxruntime).
+    head_kernel: int = 3
+    # The stride-2 decoder stage, the costliest part of the decoder (it runs at half the input
+    # resolution): separable convs in its block, and whether a 1x1 ConvBNAct follows it.
+    last_refine: int = 2
+    final_conv: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,8 +90,12 @@ class MobileUNet(nn.Module):
             dropout=cfg.dropout,
             context=cfg.context,
             final_upsample=cfg.head == "upsample",
+            last_refine=cfg.last_refine,
+            final_conv=cfg.final_conv,
         )
-        self.head = SegmentationHead(self.decoder.out_channels, classes=1, upscale=self.decoder.out_stride)
+        self.head = SegmentationHead(
+            self.decoder.out_channels, classes=1, upscale=self.decoder.out_stride, kernel=cfg.head_kernel
+        )
 
     @property
     def decoder_channels(self) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..checkpoint import atomic_save, config_from_dict, load_model, load_training_state, save_weights
 from ..data.augment import AugmentConfig, BatchAugmenter
 from ..losses import segmentation_loss
-from ..models import MobileUNet, model_config, to_subpixel_head
+from ..models import MobileUNet, model_config, to_head_kernel, to_subpixel_head
 from . import distributed as ddp
 from .config import TrainConfig
 from .data import epoch_indices, load_images, load_labelled, source_probs, to_device
@@ -52,12 +52,30 @@ def build_model(cfg: TrainConfig) -> MobileUNet:
         init = load_model(cfg.init_weights)
         if init.config.head == "upsample" and mcfg.head == "subpixel":
             init = to_subpixel_head(init)  # fine-tune an older checkpoint in today's layout
-        model.load_state_dict(init.state_dict())
+        if init.config.head_kernel != mcfg.head_kernel:
+            init = to_head_kernel(init, mcfg.head_kernel)
+        _warm_start(model, init)
     if cfg.init_encoder:
         from ..models.donors import load_donor_encoder
 
         load_donor_encoder(model.encoder, cfg.init_encoder)
     return model
+
+
+def _warm_start(model: MobileUNet, init: MobileUNet) -> None:
+    """Copy ``init``'s weights into ``model``: all of them when the architectures match, else every
+    tensor whose name and shape match (a leaner decoder variant starts from the bundled weights;
+    the layers it lacks are dropped, the ones it adds start fresh), saying what was left out."""
+    if init.config.to_dict() == {**model.config.to_dict(), "input_size": init.config.input_size}:
+        model.load_state_dict(init.state_dict())
+        return
+    own = model.state_dict()
+    take = {k: v for k, v in init.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(take, strict=False)
+    fresh = sorted({k.rsplit(".", 1)[0] for k in own if k not in take})
+    dropped = sorted({k.rsplit(".", 1)[0] for k in init.state_dict() if k not in take})
+    print(f"warm start from another variant: {len(take)}/{len(own)} tensors copied; "
+          f"fresh: {', '.join(fresh) or 'none'}; dropped: {', '.join(dropped) or 'none'}", flush=True)
 
 
 class Trainer:
