@@ -82,7 +82,7 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_checkpoint_without_a_head_field_loads_the_upsample_head(tmp_path: Path) -> None:
     # Files written before MobileUNetConfig.head existed have the full-resolution head.
-    old = create_model(DEFAULT_MODEL, head="upsample").eval()
+    old = create_model(DEFAULT_MODEL, head="upsample", head_kernel=3).eval()
     config = {k: v for k, v in old.config.to_dict().items() if k != "head"}
     path = tmp_path / "old.pt"
     torch.save({"model_config": config, "model": old.state_dict()}, path)

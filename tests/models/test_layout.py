@@ -62,7 +62,7 @@ def test_model_is_encoder_decoder_head() -> None:
     assert isinstance(model.decoder, UNetDecoder) and isinstance(model.head, SegmentationHead)
     assert model.decoder.out_channels == model.head.in_channels
     assert model.head.upscale == model.decoder.out_stride == 2
-    upsample = create_model("mobile-unet-050-bilinear", head="upsample")
+    upsample = create_model("mobile-unet-050-bilinear", head="upsample", head_kernel=3)
     assert upsample.head.upscale == upsample.decoder.out_stride == 1
     # Every BatchNorm directly follows its conv (ConvBNAct) or is Upsample2x's `bn`: the two
     # patterns export's folding knows.

@@ -22,12 +22,12 @@ from portraitseg.models import (
 # Exact counts of the current architecture: a change to blocks/encoder/decoder must show up
 # here (update the numbers deliberately, and re-train/re-export the bundled weights).
 EXACT_PARAMS = {
-    "mobile-unet-035-bilinear": 292_084,
-    "mobile-unet-050-bilinear": 561_612,
-    "mobile-unet-050-transpose": 621_516,
-    "mobile-unet-075-bilinear": 1_226_092,
+    "mobile-unet-035-bilinear": 291_572,
+    "mobile-unet-050-bilinear": 561_100,
+    "mobile-unet-050-transpose": 621_004,
+    "mobile-unet-075-bilinear": 1_225_068,
 }
-# The same models with the older full-resolution head (checkpoints from before it changed).
+# The same models with the older full-resolution 3x3 head (checkpoints from before it changed).
 EXACT_PARAMS_UPSAMPLE_HEAD = {
     "mobile-unet-050-bilinear": 561_177,
     "mobile-unet-050-transpose": 621_849,
@@ -68,7 +68,8 @@ def test_exact_parameter_counts(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXACT_PARAMS_UPSAMPLE_HEAD))
 def test_exact_parameter_counts_with_the_upsample_head(name: str) -> None:
-    assert count_parameters(create_model(name, head="upsample")) == EXACT_PARAMS_UPSAMPLE_HEAD[name]
+    old_layout = create_model(name, head="upsample", head_kernel=3)
+    assert count_parameters(old_layout) == EXACT_PARAMS_UPSAMPLE_HEAD[name]
 
 
 def test_bad_head_fails() -> None:
@@ -78,7 +79,7 @@ def test_bad_head_fails() -> None:
 
 def _upsample_head_model(seed: int) -> MobileUNet:
     torch.manual_seed(seed)
-    model = create_model(DEFAULT_MODEL, head="upsample", dropout=0.0)
+    model = create_model(DEFAULT_MODEL, head="upsample", head_kernel=3, dropout=0.0)
     with torch.no_grad():  # non-trivial BN statistics everywhere, as after training
         model.train()(torch.rand(4, 3, 64, 64))
     return model.eval()
@@ -114,7 +115,7 @@ def test_subpixel_conversion_only_moves_relu6() -> None:
     # Not the same function (ReLU6 moved), but the same masks nearly everywhere.
     agree = ((ref > 0) == (out > 0)).float().mean().item()
     assert agree > 0.98
-    with pytest.raises(ValueError, match="only bilinear models with the upsample head"):
+    with pytest.raises(ValueError, match="only bilinear models with the 3x3 upsample head"):
         to_subpixel_head(new)
 
 
@@ -142,6 +143,7 @@ def test_lean_stride2_stage_drops_one_refine_conv_and_the_final_1x1() -> None:
     assert all(len(b.refine) == 2 for b in lean.decoder.blocks[:3])
     assert isinstance(lean.decoder.final, torch.nn.Identity)
     assert count_parameters(lean) == 560_348
+    assert count_parameters(full) == 561_100
     assert lean.eval()(torch.rand(1, 3, 96, 64)).shape == (1, 1, 96, 64)
 
 

@@ -139,17 +139,18 @@ def test_init_weights_from_an_upsample_head_checkpoint(caches, tmp_path: Path) -
     # Fine-tuning a checkpoint trained before the sub-pixel head: the run's model starts as its
     # converted copy (and then trains and saves in today's layout).
     from portraitseg.checkpoint import save_weights
-    from portraitseg.models import create_model, to_subpixel_head
+    from portraitseg.models import create_model, to_head_kernel, to_subpixel_head
 
     torch.manual_seed(0)
-    old = create_model(MODEL, head="upsample", dropout=0.0)
+    old = create_model(MODEL, head="upsample", head_kernel=3, dropout=0.0)
     with torch.no_grad():
         old.train()(torch.rand(4, 3, SIZE, SIZE))  # non-trivial BN statistics
     init = save_weights(old.eval(), tmp_path / "old.pt")
     args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--init-weights", str(init))
     cfg = build_config(build_parser().parse_args(args))
     trainer = Trainer(cfg)
-    expected = to_subpixel_head(old.eval()).state_dict()
+    # ... and then into today's 1x1 head.
+    expected = to_head_kernel(to_subpixel_head(old.eval()), 1).state_dict()
     got = trainer.model.state_dict()
     assert trainer.model.config.head == "subpixel"
     for key, value in expected.items():

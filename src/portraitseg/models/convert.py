@@ -28,9 +28,9 @@ def to_subpixel_head(model: MobileUNet) -> MobileUNet:
     On the bundled model: mIoU within 0.001 on every validation set (MODEL_CARD.md).
     """
     cfg = model.config
-    if cfg.head != "upsample" or cfg.decoder != "bilinear":
-        raise ValueError(f"only bilinear models with the upsample head convert (got head={cfg.head!r}, "
-                         f"decoder={cfg.decoder!r})")
+    if cfg.head != "upsample" or cfg.decoder != "bilinear" or cfg.head_kernel != 3:
+        raise ValueError(f"only bilinear models with the 3x3 upsample head convert (got head={cfg.head!r}, "
+                         f"decoder={cfg.decoder!r}, head_kernel={cfg.head_kernel})")
     new = MobileUNet(MobileUNetConfig(**{**cfg.to_dict(), "head": "subpixel"})).eval()
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(_HEAD_PARTS)}
     missing, _ = new.load_state_dict(own, strict=False)
