@@ -2,7 +2,8 @@
 # CPU recipe for the bundled default (no GPU lent): fine-tune the shipped weights on the portrait
 # data mix at the deployment size. best.pt is kept by validation loss on ccp_person/val +
 # voc_person/val + eg1800/val (vikram_val is never used). Caches: see configs/default.yaml.
-#   bash scripts/train_cpu.sh RUN SECONDS [INIT_WEIGHTS] [SIZE]
+#   [EXTRA_SET="k=v ..."] bash scripts/train_cpu.sh RUN SECONDS [INIT_WEIGHTS] [SIZE]
+# EXTRA_SET adds --set overrides (stage 5: model_overrides.head_kernel=1, MODEL_CARD.md).
 # Why these settings (MODEL_CARD.md, "CPU training"): eager mode (torch.compile trained with wrong
 # gradients on CPU), channels_last (1.3x), batch 64 (more steps per hour), VOC weighted up with the
 # portrait sets because a portrait-heavy mix cost VOC mIoU, 224 px because a 160-px stage (3.5x
