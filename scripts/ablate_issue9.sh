@@ -22,7 +22,7 @@ arm() {  # name, extra args...
   python -m portraitseg train "${common[@]}" --run "$name" "$@" > checkpoints/abl/$name.log 2>&1
   portraitseg eval checkpoints/abl/$name/best.pt --data ../shared/data/eg1800 --data ../shared/data/vikram_val \
     --data ../shared/data/ccp_person --data ../shared/data/voc_person --threads 1 --quiet > checkpoints/abl/$name.eval.md 2>&1
-  tail -1 /work/abl/$name.eval.md
+  tail -1 checkpoints/abl/$name.eval.md
 }
 S3=(--init-weights checkpoints/abl/stage3.pt --lr 0.0004)
 arm full "${S3[@]}" --set "${mix[@]}"
@@ -30,5 +30,6 @@ arm no_portrait_data "${S3[@]}" --set "${mix[@]}" source_weights.eg1800=0 source
 arm no_scenes "${S3[@]}" --set "${mix[@]}" background_weights.scenes=0 background_weights.textures=1.0
 arm donor_seed --init-encoder ../shared/anchors/seed_munet_bilinear_128_uint8.tflite --lr 0.002 --set "${mix[@]}"
 arm donor_deeplab --init-encoder ../shared/anchors/deeplab_mnv2_dm05_aiseg_513.onnx --lr 0.002 --set "${mix[@]}" model_overrides.divisor=4
+arm donor_seed_frozen_bn --init-encoder ../shared/anchors/seed_munet_bilinear_128_uint8.tflite --lr 0.002 --freeze-encoder-bn-epochs 100 --set "${mix[@]}"
 arm no_portrait_crops "${S3[@]}" --set "${mix[@]}" augment.portrait_crop_p=0
 echo "=== done $(date +%T)"

@@ -200,6 +200,20 @@ def test_init_weights_into_a_leaner_decoder(caches, tmp_path: Path, capsys) -> N
     assert "dropped: decoder.blocks.3.refine.1.0.0" in out and "decoder.final.0" in out
 
 
+def test_freeze_encoder_bn_keeps_its_statistics(caches, tmp_path: Path) -> None:
+    args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--freeze-encoder-bn-epochs", "1")
+    trainer = Trainer(build_config(build_parser().parse_args(args)))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items() if k.endswith("running_mean")}
+    trainer.train_epoch(0)
+    after = trainer.model.state_dict()
+    enc = [k for k in before if k.startswith("encoder.")]
+    dec = [k for k in before if k.startswith("decoder.")]
+    assert enc and dec
+    assert all(torch.equal(before[k], after[k]) for k in enc)
+    assert not all(torch.equal(before[k], after[k]) for k in dec)
+    assert trainer.model.encoder.stem[0].weight.grad is not None  # the encoder still trains
+
+
 def test_ddp_two_cpu_processes(caches, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

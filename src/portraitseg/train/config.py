@@ -54,6 +54,11 @@ class TrainConfig:
         "pretrained encoder from a donor file (models/donors.py): the seed .tflite (Keras channels) or "
         "the DeepLab .onnx (TF-slim channels: also --set model_overrides.divisor=4); decoder starts fresh",
     )
+    freeze_encoder_bn_epochs: int = _opt(
+        0,
+        "keep the encoder's BatchNorm statistics fixed for the first N epochs (a donor's folded BatchNorms "
+        "have unit statistics that batch statistics would replace)",
+    )
     model: str = _opt(DEFAULT_MODEL, "registered model name (see portraitseg.models.list_models)")
     model_overrides: dict[str, Any] = _opt({}, "MobileUNetConfig fields to override, e.g. width: 0.75")
     input_size: int = _opt(INPUT_SIZE, "training crop side in px (multiple of 32)")

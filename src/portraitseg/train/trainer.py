@@ -157,6 +157,10 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         self.net.train()
+        if epoch < cfg.freeze_encoder_bn_epochs:  # epoch is 0-based here
+            for m in self.model.encoder.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()  # running statistics stay; weight and bias still train
         order, gen = self._epoch_order(epoch)
         images, targets, ignore = self.train_t
         amp = cfg.amp and self.device.type == "cuda"
