@@ -17,6 +17,16 @@ _BILINEAR_X2_TAPS = torch.tensor([
 _HEAD_PARTS = ("decoder.final.", "head.")
 
 
+def _rebuilt(model: MobileUNet, changed: tuple[str, ...], **config) -> MobileUNet:
+    """A new eval-mode model with ``config`` changed, holding ``model``'s weights everywhere but
+    under the ``changed`` key prefixes (the caller fills those)."""
+    new = MobileUNet(MobileUNetConfig(**{**model.config.to_dict(), **config})).eval()
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(changed)}
+    missing, _ = new.load_state_dict(own, strict=False)
+    assert all(k.startswith(changed) for k in missing), missing
+    return new
+
+
 @torch.no_grad()
 def to_subpixel_head(model: MobileUNet) -> MobileUNet:
     """A copy of a bilinear ``head="upsample"`` model with the equivalent sub-pixel head.
@@ -31,10 +41,7 @@ def to_subpixel_head(model: MobileUNet) -> MobileUNet:
     if cfg.head != "upsample" or cfg.decoder != "bilinear" or cfg.head_kernel != 3:
         raise ValueError(f"only bilinear models with the 3x3 upsample head convert (got head={cfg.head!r}, "
                          f"decoder={cfg.decoder!r}, head_kernel={cfg.head_kernel})")
-    new = MobileUNet(MobileUNetConfig(**{**cfg.to_dict(), "head": "subpixel"})).eval()
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(_HEAD_PARTS)}
-    missing, _ = new.load_state_dict(own, strict=False)
-    assert all(k.startswith(_HEAD_PARTS) for k in missing), missing
+    new = _rebuilt(model, _HEAD_PARTS, head="subpixel")
     up, conv1, bn1 = model.decoder.final, new.decoder.final[0], new.decoder.final[1]
     conv1.weight.copy_(up.conv.weight)
     for name in ("weight", "bias", "running_mean", "running_var"):
@@ -58,10 +65,7 @@ def to_head_kernel(model: MobileUNet, kernel: int) -> MobileUNet:
     """
     old = model.head.weight
     k_old = old.shape[-1]
-    new = MobileUNet(MobileUNetConfig(**{**model.config.to_dict(), "head_kernel": kernel})).eval()
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
-    missing, _ = new.load_state_dict(own, strict=False)
-    assert all(k.startswith("head.") for k in missing), missing
+    new = _rebuilt(model, ("head.",), head_kernel=kernel)
     if kernel <= k_old:
         lo = (k_old - kernel) // 2
         w = old[..., lo:lo + kernel, lo:lo + kernel].clone()
