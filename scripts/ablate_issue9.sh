@@ -8,13 +8,11 @@ cd "$(dirname "$0")/.."
 B=${B:-540}
 mkdir -p checkpoints/abl
 [ -f checkpoints/abl/stage3.pt ] || git show 322e8f5:src/portraitseg/weights/default.pt > checkpoints/abl/stage3.pt
-common=(--config configs/default.yaml --backgrounds .carry/bg224.npz --device cpu --workers 2
-  --channels-last true --compile false --progress false --batch-size 64 --ema-decay 0.998
-  --input-size 160 --warmup-epochs 0.5 --epochs 100 --time-budget-s "$B" --out-dir checkpoints/abl)
-mix=(source_weights.eg1800=2.0 source_weights.pseudo_portrait=2.0 source_weights.voc_person=2.0
-  background_weights.scenes=0.6 background_weights.textures=0.4
-  augment.composite_p=0.3 augment.composite_texture_frac=0.6 augment.portrait_crop_p=0.2
-  model_overrides.head_kernel=3)  # the stage-1..4 head these arms ran with
+# The recipe is configs/cpu_finetune.yaml, as in scripts/train_cpu.sh; the arms change only size,
+# length, output folder, head and what each arm tests.
+common=(--config configs/default.yaml --config configs/cpu_finetune.yaml
+  --input-size 160 --time-budget-s "$B" --out-dir checkpoints/abl)
+mix=(model_overrides.head_kernel=3)  # the stage-1..4 head these arms ran with
 arm() {  # name, extra args...
   local name=$1; shift
   [ -f checkpoints/abl/$name/best.pt ] && return 0

@@ -84,3 +84,64 @@ def test_config_module_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+CPU_RECIPE = REPO / "configs" / "cpu_finetune.yaml"
+# The stage-4/5 command as MODEL_CARD.md records it, flag by flag, before the recipe moved into
+# configs/cpu_finetune.yaml: the layered configs must give the same run.
+STAGE5_FLAGS = [
+    "--config", str(RECIPE), "--backgrounds", ".carry/bg224.npz", "--device", "cpu", "--workers", "2",
+    "--channels-last", "true", "--compile", "false", "--progress", "false", "--batch-size", "64",
+    "--ema-decay", "0.998", "--run", "cpu12_k1", "--init-weights", "src/portraitseg/weights/default.pt",
+    "--input-size", "224", "--lr", "0.0004", "--warmup-epochs", "0.5", "--epochs", "100",
+    "--time-budget-s", "3600", "--set", "source_weights.eg1800=2.0", "source_weights.pseudo_portrait=2.0",
+    "source_weights.voc_person=2.0", "background_weights.scenes=0.6", "background_weights.textures=0.4",
+    "augment.composite_p=0.3", "augment.composite_texture_frac=0.6", "augment.portrait_crop_p=0.2",
+]
+
+
+def _config(argv: list[str]) -> TrainConfig:
+    return build_config(build_parser().parse_args(["train", *argv]))
+
+
+def test_cpu_recipe_gives_the_stage5_run() -> None:
+    layered = _config(["--config", str(RECIPE), "--config", str(CPU_RECIPE), "--run", "cpu12_k1",
+                       "--time-budget-s", "3600", "--init-weights", "src/portraitseg/weights/default.pt"])
+    assert layered == _config(STAGE5_FLAGS)
+
+
+def test_later_config_wins_and_mappings_merge(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("lr: 0.1\nbatch_size: 8\naugment: {composite_p: 0.1, flip_p: 0.2}\n")
+    second.write_text("lr: 0.2\naugment: {composite_p: 0.3}\nsource_weights: {eg1800: 3}\n")
+    cfg = _config(["--config", str(first), "--config", str(second), "--set", "augment.hue=0"])
+    assert cfg.lr == 0.2 and cfg.batch_size == 8
+    assert cfg.augment == {"composite_p": 0.3, "flip_p": 0.2, "hue": 0}
+    assert cfg.source_weights == {"eg1800": 3}
+
+
+def _script_command(tmp_path: Path, script: str, *args: str) -> list[str]:
+    """The `python -m portraitseg train ...` arguments a recipe script runs (a stand-in python
+    on PATH records them instead of training)."""
+    import os
+
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS_OUT"\n')
+    fake.chmod(0o755)
+    out = tmp_path / "args.txt"
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "ARGS_OUT": str(out)}
+    subprocess.run(["bash", str(REPO / "scripts" / script), *args], cwd=REPO, env=env, check=True)
+    argv = out.read_text().splitlines()
+    assert argv[:3] == ["-m", "portraitseg", "train"], argv[:3]
+    return argv[3:]
+
+
+def test_train_cpu_script_runs_the_recipe_and_passes_flags_on(tmp_path: Path) -> None:
+    argv = _script_command(tmp_path, "train_cpu.sh", "cpu12_k1", "3600")
+    assert _config(argv) == _config(STAGE5_FLAGS)
+    argv = _script_command(tmp_path / "2", "train_cpu.sh", "r", "60", "--lr", "0.0002",
+                           "--set", "augment.composite_p=0.15")
+    cfg = _config(argv)
+    assert (cfg.run, cfg.time_budget_s, cfg.lr) == ("r", 60, 0.0002)
+    assert cfg.augment == {"composite_p": 0.15, "composite_texture_frac": 0.6, "portrait_crop_p": 0.2}

@@ -17,9 +17,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model on cached data",
         description="Train a Mobile-UNet. Options come from the defaults (the bundled model's recipe), "
-        "then --config YAML, then flags.",
+        "then each --config YAML in order, then flags.",
     )
-    p.add_argument("--config", type=Path, help="YAML file with TrainConfig fields, e.g. configs/default.yaml")
+    p.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=[],
+        help="YAML file with TrainConfig fields, e.g. configs/default.yaml; repeat it to layer a recipe over "
+        "the run file (--config configs/default.yaml --config configs/cpu_finetune.yaml): a later file "
+        "wins, mappings (augment, source_weights, ...) merge key by key",
+    )
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     p.add_argument("--train-cache", nargs="+", help=field_help(fields["train_cache"]))
     p.add_argument("--val-cache", nargs="+", help=field_help(fields["val_cache"]))
@@ -75,13 +83,26 @@ def _apply_set(data: dict, items: list[str]) -> None:
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    data: dict = read_yaml(args.config) if args.config else {}
+    data: dict = {}
+    for path in args.config:
+        merge_config(data, read_yaml(path))
     for f in dataclasses.fields(TrainConfig):
         value = getattr(args, f.name, None)
         if value is not None:
             data[f.name] = value
     _apply_set(data, args.set)
     return TrainConfig.from_dict(data)
+
+
+def merge_config(data: dict, layer: dict) -> dict:
+    """``layer`` over ``data`` in place: a recipe file sets a few augment keys without dropping
+    the ones an earlier file set, the same way ``--set augment.k=v`` does."""
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            merge_config(data[key], value)
+        else:
+            data[key] = value
+    return data
 
 
 def explicit_epochs(args: argparse.Namespace) -> int | None:
