@@ -53,6 +53,12 @@ def mean_over_ranks(t: torch.Tensor, world: int) -> torch.Tensor:
     return t
 
 
+def barrier(world: int) -> None:
+    """Wait for every rank (a no-op without DDP)."""
+    if world > 1:
+        dist.barrier()
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

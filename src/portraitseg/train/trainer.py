@@ -347,6 +347,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, epochs: int | None
     if resume:
         trainer.resume(resume, epochs)
     try:
-        return trainer.fit()
+        best = trainer.fit()
+        # Rank 0 still saves and plots after the last epoch; a rank that tore its gloo connections
+        # down meanwhile could make rank 0's transport thread abort. Leave together (success only:
+        # after a failure the other rank may never arrive).
+        ddp.barrier(trainer.dist.world)
+        return best
     finally:
         ddp.shutdown()
