@@ -145,3 +145,21 @@ def test_train_cpu_script_runs_the_recipe_and_passes_flags_on(tmp_path: Path) ->
     cfg = _config(argv)
     assert (cfg.run, cfg.time_budget_s, cfg.lr) == ("r", 60, 0.0002)
     assert cfg.augment == {"composite_p": 0.15, "composite_texture_frac": 0.6, "portrait_crop_p": 0.2}
+
+
+# Stage 6 as it ran (the stage-5 flags with a lower lr and near-clean augmentation, MODEL_CARD.md).
+STAGE6_FLAGS = [*STAGE5_FLAGS, "--lr", "0.0002", "--warmup-epochs", "0.3", "--set", *(
+    f"augment.{k}={v}" for k, v in {
+        "zoom_in_max": 1.15, "zoom_out_max": 1.05, "aspect_jitter": 0.05, "rotate_deg": 0, "translate": 0.02,
+        "portrait_crop_p": 0.1, "composite_p": 0.0, "brightness": 0.05, "contrast": 0.05, "saturation": 0.05,
+        "hue": 0.0, "gamma": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "motion_blur_p": 0.0, "noise_p": 0.0,
+    }.items()
+)]
+
+
+def test_polish_recipe_gives_the_stage6_run(tmp_path: Path) -> None:
+    argv = _script_command(tmp_path, "train_cpu.sh", "cpu12_k1", "3600", "--config",
+                           str(REPO / "configs" / "cpu_polish.yaml"))
+    cfg = _config(argv)
+    assert cfg == _config(STAGE6_FLAGS)
+    assert cfg.augment["composite_p"] == 0.0 and cfg.augment["composite_texture_frac"] == 0.6
