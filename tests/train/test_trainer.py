@@ -135,22 +135,32 @@ def test_resume_reproduces_an_uninterrupted_run(caches, tmp_path: Path, monkeypa
     assert [r["epoch"] for r in b["history"]] == [1, 2]
 
 
+def _init_file(path: Path, **overrides) -> tuple[torch.nn.Module, Path]:
+    """A seeded eval-mode model with non-trivial BatchNorm statistics, saved as an --init-weights file."""
+    from portraitseg.checkpoint import save_weights
+    from portraitseg.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(MODEL, dropout=0.0, **overrides)
+    with torch.no_grad():
+        model.train()(torch.rand(4, 3, SIZE, SIZE))
+    return model.eval(), save_weights(model, path)
+
+
+def _warm_started(caches, tmp_path: Path, init: Path, *extra: str) -> Trainer:
+    args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--init-weights", str(init), *extra)
+    return Trainer(build_config(build_parser().parse_args(args)))
+
+
 def test_init_weights_from_an_upsample_head_checkpoint(caches, tmp_path: Path) -> None:
     # Fine-tuning a checkpoint trained before the sub-pixel head: the run's model starts as its
     # converted copy (and then trains and saves in today's layout).
-    from portraitseg.checkpoint import save_weights
-    from portraitseg.models import create_model, to_head_kernel, to_subpixel_head
+    from portraitseg.models import to_head_kernel, to_subpixel_head
 
-    torch.manual_seed(0)
-    old = create_model(MODEL, head="upsample", head_kernel=3, dropout=0.0)
-    with torch.no_grad():
-        old.train()(torch.rand(4, 3, SIZE, SIZE))  # non-trivial BN statistics
-    init = save_weights(old.eval(), tmp_path / "old.pt")
-    args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--init-weights", str(init))
-    cfg = build_config(build_parser().parse_args(args))
-    trainer = Trainer(cfg)
+    old, init = _init_file(tmp_path / "old.pt", head="upsample", head_kernel=3)
+    trainer = _warm_started(caches, tmp_path, init)
     # ... and then into today's 1x1 head.
-    expected = to_head_kernel(to_subpixel_head(old.eval()), 1).state_dict()
+    expected = to_head_kernel(to_subpixel_head(old), 1).state_dict()
     got = trainer.model.state_dict()
     assert trainer.model.config.head == "subpixel"
     for key, value in expected.items():
@@ -161,17 +171,10 @@ def test_init_weights_from_an_upsample_head_checkpoint(caches, tmp_path: Path) -
 
 def test_init_weights_into_another_head_kernel(caches, tmp_path: Path) -> None:
     # The 1x1 head fine-tunes from 3x3-head weights: the run starts from their converted copy.
-    from portraitseg.checkpoint import save_weights
-    from portraitseg.models import create_model, to_head_kernel
+    from portraitseg.models import to_head_kernel
 
-    torch.manual_seed(0)
-    old = create_model(MODEL, head_kernel=3, dropout=0.0)
-    with torch.no_grad():
-        old.train()(torch.rand(4, 3, SIZE, SIZE))
-    init = save_weights(old.eval(), tmp_path / "k3.pt")
-    args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--init-weights", str(init),
-                      "--set", "model_overrides.head_kernel=1")
-    trainer = Trainer(build_config(build_parser().parse_args(args)))
+    old, init = _init_file(tmp_path / "k3.pt", head_kernel=3)
+    trainer = _warm_started(caches, tmp_path, init, "--set", "model_overrides.head_kernel=1")
     expected = to_head_kernel(old, 1).state_dict()
     got = trainer.model.state_dict()
     assert got["head.weight"].shape[-1] == 1
@@ -182,16 +185,9 @@ def test_init_weights_into_another_head_kernel(caches, tmp_path: Path) -> None:
 def test_init_weights_into_a_leaner_decoder(caches, tmp_path: Path, capsys) -> None:
     # The lean stride-2 stage (one refine conv, no final 1x1) starts from the full layout's
     # weights: every tensor it shares is copied, the dropped layers are named.
-    from portraitseg.checkpoint import save_weights
-    from portraitseg.models import create_model
-
-    torch.manual_seed(0)
-    old = create_model(MODEL, head_kernel=1, dropout=0.0).eval()
-    init = save_weights(old, tmp_path / "full.pt")
-    args = train_args(caches, tmp_path / "out", 1, "--limit", "8", "--init-weights", str(init),
-                      "--set", "model_overrides.head_kernel=1", "model_overrides.last_refine=1",
-                      "model_overrides.final_conv=false")
-    trainer = Trainer(build_config(build_parser().parse_args(args)))
+    old, init = _init_file(tmp_path / "full.pt", head_kernel=1)
+    trainer = _warm_started(caches, tmp_path, init, "--set", "model_overrides.head_kernel=1",
+                            "model_overrides.last_refine=1", "model_overrides.final_conv=false")
     got = trainer.model.state_dict()
     assert not any(k.startswith(("decoder.final.", "decoder.blocks.3.refine.1.")) for k in got)
     for key, value in got.items():
