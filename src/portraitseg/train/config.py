@@ -76,6 +76,11 @@ class TrainConfig:
         0.999, "weight EMA decay; 0 disables. The EMA is what gets evaluated and saved as best"
     )
     amp: bool = _opt(True, "bf16 autocast on CUDA")
+    cpu_bf16: bool = _opt(
+        False,
+        "bf16 autocast on the CPU too (AVX512-BF16/AMX CPUs; BatchNorm, loss and optimizer stay fp32; "
+        "gradients checked by scripts/check_bf16_grads.py)",
+    )
     channels_last: bool = _opt(True, "channels-last memory format (faster convs on GPU and CPU)")
     compile: bool = _opt(False, "torch.compile the model (CUDA only: on CPU it trained with wrong gradients)")
     time_budget_s: float | None = _opt(None, "re-fit `epochs` after epoch 2 so training ends within this")

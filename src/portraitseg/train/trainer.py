@@ -30,6 +30,7 @@ from .config import TrainConfig
 from .data import epoch_indices, load_images, load_labelled, source_probs, to_device
 from .ema import ModelEMA
 from .outputs import log_row, plot_history
+from .precision import autocast_context, keep_batchnorm_fp32, use_bf16
 from .schedule import LRSchedule
 from .validate import validate
 
@@ -89,6 +90,9 @@ class Trainer:
         _seed_everything(cfg.seed + self.dist.rank)
         self._init_data()
         self.model = build_model(cfg).to(self.device)
+        self.bf16 = use_bf16(self.device, cfg.amp, cfg.cpu_bf16)
+        if self.bf16 and self.device.type == "cpu":
+            keep_batchnorm_fp32(self.model)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = ModelEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -163,7 +167,6 @@ class Trainer:
                     m.eval()  # running statistics stay; weight and bias still train
         order, gen = self._epoch_order(epoch)
         images, targets, ignore = self.train_t
-        amp = cfg.amp and self.device.type == "cuda"
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         counted = torch.zeros((), device=self.device)
@@ -181,7 +184,7 @@ class Trainer:
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             lr = self.schedule.set(self.step, self.total_epochs * self.steps_per_epoch)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            with autocast_context(self.device, self.bf16):
                 logits = self.net(x)
             loss = segmentation_loss(logits, y, ign, cfg.dice_weight, cfg.boundary_weight)
             self.optimizer.zero_grad(set_to_none=True)
@@ -209,7 +212,8 @@ class Trainer:
         model = self.ema.module if self.ema is not None else self.model
         return validate(
             model, self.val_t, cfg.batch_size, cfg.input_size, (cfg.dice_weight, cfg.boundary_weight),
-            cfg.amp, cfg.channels_last,
+            # CPU runs select in fp32: the shipped model runs in fp32, and validation is a small share.
+            self.bf16 and self.device.type == "cuda", cfg.channels_last,
         )  # fmt: skip
 
     def fit(self) -> Path:
@@ -221,6 +225,7 @@ class Trainer:
                 f"training {cfg.model} at {cfg.input_size}px on {len(self.train_data)} samples "
                 f"({self.steps_per_epoch} steps/epoch x {self.total_epochs} epochs) on {self.device}"
                 + (f" x{self.dist.world}" if self.dist.world > 1 else "")
+                + (" in bf16 autocast" if self.bf16 else " in fp32")
             )
         epoch = self.start_epoch
         while epoch < self.total_epochs:

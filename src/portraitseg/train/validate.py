@@ -9,6 +9,7 @@ from ..data.augment import resize_batch
 from ..losses import segmentation_loss
 from ..metrics import Confusion, batch_confusion
 from .data import Tensors
+from .precision import autocast_context
 
 
 @torch.no_grad()
@@ -23,7 +24,7 @@ def validate(
 ) -> dict[str, float]:
     """``val_loss`` (sample mean), ``val_acc`` and ``val_miou`` over all valid pixels.
 
-    ``loss_weights`` = (dice, boundary) as in training. ``amp``: bf16 autocast on CUDA.
+    ``loss_weights`` = (dice, boundary) as in training. ``amp``: bf16 autocast (as in training).
     """
     model.eval()
     images, targets, ignore = data
@@ -33,7 +34,7 @@ def validate(
     for s in range(0, len(images), batch_size):
         batch = slice(s, s + batch_size)
         x, y, ign = resize_batch(images[batch], targets[batch], ignore[batch], input_size)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with autocast_context(device, amp):
             logits = model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
         loss = segmentation_loss(logits, y, ign, *loss_weights)
         loss_sum += float(loss) * len(x)

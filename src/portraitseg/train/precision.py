@@ -1,0 +1,44 @@
+"""Mixed precision for training: bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16,
+AMX) when asked, with BatchNorm kept in fp32.
+
+Why BatchNorm stays fp32: under plain CPU autocast a BatchNorm sees the bf16 conv output and its
+weight/bias gradients are reduced from bf16 values; on real batches a few of those gradients came
+out far from fp32's (scripts/check_bf16_grads.py, MODEL_CARD.md "Training speed"). The loss casts
+the logits to fp32, and AdamW's state follows the fp32 parameters, so only convolutions run in bf16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+
+def keep_batchnorm_fp32(model: nn.Module) -> nn.Module:
+    """Make every BatchNorm of ``model`` compute in fp32 under autocast, without changing its
+    parameter or buffer names (forward pre/post hooks, so state dicts stay as they are)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not getattr(module, "_fp32", False):
+            module.register_forward_pre_hook(_to_fp32_pre)
+            module._fp32 = True  # type: ignore[attr-defined]
+    return model
+
+
+def _to_fp32_pre(module: nn.Module, args: tuple) -> tuple:
+    (x,) = args
+    return (x.float(),)
+
+
+def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``enabled`` (a no-op context otherwise)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def use_bf16(device: torch.device, amp: bool, cpu_bf16: bool) -> bool:
+    """Whether a run on ``device`` trains under bf16 autocast: ``amp`` on CUDA, ``cpu_bf16`` on CPU."""
+    if device.type == "cuda":
+        return amp
+    return device.type == "cpu" and cpu_bf16
