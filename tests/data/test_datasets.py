@@ -140,3 +140,76 @@ def test_npy_dataset_errors(tmp_path: Path) -> None:
         open_dataset(tmp_path / "imgs.npy")
     with pytest.raises(DataError, match="other.npy: .npy file not found"):
         open_dataset(f"{tmp_path / 'imgs.npy'}:{tmp_path / 'other.npy'}")
+
+
+# --------------------------------------------------------------------------- 0/1 masks, split files
+
+
+def _as_zero_one(root: Path, sub: str = "masks") -> None:
+    """Rewrite a dataset's 0/255 maps as 0/1 (how some tools export labels)."""
+    for path in (root / sub).glob("*.png"):
+        write_png(path, (read_gray(path) >= 128).astype(np.uint8))
+
+
+def test_zero_one_masks_read_as_the_same_targets(ccp3: Path, tmp_path: Path) -> None:
+    # Before: 0/1 masks were thresholded at 128 -> all background (eval mIoU 0.19 instead of
+    # 0.94; cache/prepare wrote all-zero targets), without a word.
+    expected = [s.target for s in FolderDataset(ccp3, "train.txt")]
+    _as_zero_one(ccp3)
+    assert max(int(read_gray(p).max()) for p in (ccp3 / "masks").glob("*.png")) == 1
+    got = list(FolderDataset(ccp3, "train.txt"))
+    assert len(got) == 3
+    for sample, target in zip(got, expected):
+        assert target.mean() > 0.05  # a real person in each
+        np.testing.assert_array_equal(sample.target, target)
+
+
+def test_zero_one_training_cache_keeps_the_person(ccp3: Path, tmp_path: Path) -> None:
+    from portraitseg.data.cache import build_cache, load_cache
+
+    before = load_cache(build_cache([(ccp3, "train.txt")], tmp_path / "a.npz", 32, 90)[0], workers=1)
+    _as_zero_one(ccp3)
+    after = load_cache(build_cache([(ccp3, "train.txt")], tmp_path / "b.npz", 32, 90)[0], workers=1)
+    assert after.targets.max() == 255
+    np.testing.assert_array_equal(after.targets, before.targets)
+
+
+def test_zero_one_ignore_and_alpha_maps(tmp_path: Path) -> None:
+    root = synthetic_alpha_set(tmp_path / "a")
+    _as_zero_one(root, "ignore")  # 255 band -> 1 band
+    _as_zero_one(root, "alpha")  # the soft ramp >= 128 -> 1
+    s0 = FolderDataset(root)[0]
+    assert s0.ignore[:4].all() and not s0.ignore[4:].any()
+    ramp = np.linspace(0, 255, 32).round()
+    np.testing.assert_array_equal(s0.target[0], (ramp >= 128).astype(np.float32))
+
+
+def test_split_file_with_byte_order_mark(tmp_path: Path) -> None:
+    root = synthetic_alpha_set(tmp_path / "a", n=2)
+    (root / "val.txt").write_bytes("\ufeffs1\r\ns0 \r\n".encode())  # as Windows Notepad saves it
+    ds = FolderDataset(root, "val.txt")
+    assert ds.stems == ["s1", "s0"]
+    assert ds[0].name == "s1"
+    (root / "bin.txt").write_bytes(b"s0\n\xff\xfe\x00junk\n")
+    with pytest.raises(DataError, match=r"bin.txt: split file is not UTF-8 text"):
+        FolderDataset(root, "bin.txt")
+
+
+@pytest.mark.parametrize("entry", ["../outside/secret", "s0/../../outside/secret", "/tmp/abs"])
+def test_split_entries_cannot_leave_the_dataset(tmp_path: Path, entry: str) -> None:
+    # A real pair outside the dataset that the entry would otherwise read.
+    outside = synthetic_alpha_set(tmp_path / "outside", n=1)
+    (outside / "images" / "s0.png").rename(outside / "images" / "secret.png")
+    (outside / "alpha" / "s0.png").rename(outside / "alpha" / "secret.png")
+    root = synthetic_alpha_set(tmp_path / "ds" / "a", n=1)
+    (root / "images" / "..").resolve().joinpath("outside").symlink_to(outside / "images")
+    split = root / "val.txt"
+    split.write_text(f"s0\n{entry}\n")
+    ds = FolderDataset(root, "val.txt")
+    assert ds[0].name == "s0"
+    with pytest.raises(DataError, match=rf"^{split}: entry '{entry}' points outside the dataset"):
+        ds[1]
+    skipping = FolderDataset(root, "val.txt", on_error="skip")
+    assert [s.name for s in skipping] == ["s0"]  # the bad entry is skipped and reported
+    reason = f"{split}: entry '{entry}' points outside the dataset (absolute or '..')"
+    assert skipping.skipped.errors == [reason]

@@ -55,10 +55,38 @@ class SkipReport:
 
 
 def read_split(path: str | Path) -> list[str]:
+    """The non-empty, stripped lines of a split list. ``utf-8-sig``: editors on Windows save
+    a byte-order mark, which would otherwise become part of the first stem."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: split file is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def check_stem(stem: str, source: Path | str) -> None:
+    """Refuse a split entry that is absolute or climbs out of the dataset with ``..``: its
+    image/mask paths are built by joining it to the dataset's folders."""
+    path = Path(stem)
+    if path.is_absolute() or ".." in path.parts:
+        raise DataError(f"{source}: entry {stem!r} points outside the dataset (absolute or '..')")
+
+
+def mask_to_target(mask: np.ndarray, soft: bool) -> np.ndarray:
+    """A stored 8-bit mask/alpha/ignore map -> float32 in [0, 1], the one place masks are read.
+
+    A map whose maximum is 1 holds 0/1 labels (common in other tools' exports; or [0, 1]
+    floats in .npy arrays), taken as is: thresholded at 128 or divided by 255 it would be all
+    background. Otherwise ``soft`` maps (teacher alpha) are divided by 255 and hard masks
+    thresholded at 128 (0/255 files)."""
+    if not mask.size or float(mask.max()) <= 1.0:
+        return mask.astype(np.float32)
+    if soft:
+        return mask.astype(np.float32) / np.float32(255.0)
+    return (mask >= 128).astype(np.float32)
 
 
 def _find_image(folder: Path, stem: str) -> Path:
@@ -96,11 +124,13 @@ class FolderDataset:
         else:
             raise DataError(f"{self.root}: has neither masks/ nor alpha/ folder")
         self.ignore_dir = self.root / "ignore" if (self.root / "ignore").is_dir() else None
+        self.split_path: Path | None = None
         if split is not None:
             split_path = Path(split)
             if not split_path.is_absolute() and not split_path.is_file():
                 split_path = self.root / split_path
             self.stems = read_split(split_path)
+            self.split_path = split_path
         else:
             self.stems = sorted(
                 p.stem for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
@@ -113,6 +143,7 @@ class FolderDataset:
     def load(self, index: int) -> Sample:
         """Read one pair, validating it; raises :class:`DataError` naming the bad file."""
         stem = self.stems[index]
+        check_stem(stem, self.split_path or self.root)
         image_path = _find_image(self.image_dir, stem)
         image = read_rgb(image_path, self.max_pixels)
         target_path = self.target_dir / f"{stem}.png"
@@ -122,16 +153,13 @@ class FolderDataset:
                 f"{target_path}: mask size {target.shape[1]}x{target.shape[0]} does not match "
                 f"image size {image.shape[1]}x{image.shape[0]}"
             )
-        if self.soft:
-            target_f = target.astype(np.float32) / 255.0
-        else:
-            target_f = (target >= 128).astype(np.float32)
+        target_f = mask_to_target(target, self.soft)
         ignore = np.zeros(image.shape[:2], dtype=bool)
         if self.ignore_dir is not None and (self.ignore_dir / f"{stem}.png").is_file():
             ign = read_gray(self.ignore_dir / f"{stem}.png", self.max_pixels)
             if ign.shape != image.shape[:2]:
                 raise DataError(f"{self.ignore_dir / stem}.png: ignore map size does not match image")
-            ignore = ign >= 128
+            ignore = mask_to_target(ign, soft=False) > 0.5
         return Sample(image, target_f, ignore, stem, self.soft)
 
     def __getitem__(self, index: int) -> Sample:
@@ -151,7 +179,8 @@ class FolderDataset:
 class NpyDataset:
     """The original project's arrays: images (N,H,W,3) uint8 and masks (N,H,W[,1]) uint8.
 
-    Masks may be 0/1 or 0/255; values are scaled to [0, 1] (soft values kept).
+    Masks may be 0/1 or 0/255 (each mask's range decides, :func:`mask_to_target`); soft
+    values are kept.
     """
 
     def __init__(self, images: str | Path, masks: str | Path) -> None:
@@ -171,7 +200,6 @@ class NpyDataset:
             raise DataError(
                 f"{self.masks_path}: mask shape {self.masks.shape} does not match images {self.images.shape}"
             )
-        self.scale = 255.0 if int(np.max(self.masks[: min(len(self.masks), 16)])) > 1 else 1.0
         self.name = self.images_path.stem
         self.soft = False
         self.skipped = SkipReport()
@@ -180,11 +208,12 @@ class NpyDataset:
         return len(self.images)
 
     def load(self, index: int) -> Sample:
-        mask = np.asarray(self.masks[index]).astype(np.float32)
+        mask = np.asarray(self.masks[index])
         if mask.ndim == 3:
             mask = mask[..., 0]
         image = np.ascontiguousarray(self.images[index]).astype(np.uint8)
-        return Sample(image, mask / self.scale, np.zeros(mask.shape, bool), f"{self.name}_{index:06d}")
+        target = mask_to_target(mask, soft=True)
+        return Sample(image, target, np.zeros(mask.shape, bool), f"{self.name}_{index:06d}")
 
     def __getitem__(self, index: int) -> Sample:
         return self.load(index)
