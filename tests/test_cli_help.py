@@ -41,3 +41,14 @@ def test_int8_without_calib_data_fails_before_loading(capsys) -> None:
     assert main(["export", "no-such-model.pt", "--precision", "int8"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "int8 needs --calib-data" in err
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_each_default_is_shown_once(name: str) -> None:
+    """A help text that states its own default gets no second '(default: ...)' (issue 18)."""
+    twice = [
+        "/".join(a.option_strings) or a.dest
+        for a in subparser(name)._actions
+        if a.help and a.help != argparse.SUPPRESS and a.help.count("(default:") > 1
+    ]
+    assert not twice, f"portraitseg {name}: default shown twice for {', '.join(twice)}"

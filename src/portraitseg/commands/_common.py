@@ -107,6 +107,8 @@ def _value_type(field: dataclasses.Field, default: Any) -> Any:
 
 def _help(field: dataclasses.Field, default: Any) -> str:
     text = field.metadata.get("help", "")
+    if "(default:" in text:  # the field words its own default (e.g. "the model's"): say it once
+        return text
     shown = "off" if default is None else default
     return f"{text} (default: {shown})" if text else f"(default: {shown})"
 
