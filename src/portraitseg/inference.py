@@ -162,10 +162,13 @@ def _read_file(path: Path, max_pixels: int) -> np.ndarray:
 
 
 def parse_background(background: BackgroundInput, max_pixels: int = MAX_PIXELS) -> pp.Background:
-    """An image (path/PIL/array), RGB tuple, colour name/hex (PIL ``ImageColor``) or ``"blur"``
-    -> what :func:`portraitseg.postprocess.composite` takes."""
+    """An image (path/PIL/array), ``"blur"`` or a colour in any form of
+    :func:`portraitseg.colour.parse_colour` (tuple, #rrggbb, rrggbb, r,g,b, name) -> what
+    :func:`portraitseg.postprocess.composite` takes. An existing file wins over a colour."""
+    from .colour import COLOUR_SYNTAX, parse_colour
+
     if isinstance(background, tuple):
-        return background
+        return parse_colour(background)
     if isinstance(background, np.ndarray) or not isinstance(background, (str, Path)):
         return load_image(background, max_pixels)
     text = str(background)
@@ -173,13 +176,11 @@ def parse_background(background: BackgroundInput, max_pixels: int = MAX_PIXELS) 
         return "blur"
     if Path(text).is_file():
         return load_image(text, max_pixels)
-    from PIL import ImageColor
-
     try:
-        return ImageColor.getrgb(text)[:3]
+        return parse_colour(text)
     except ValueError:
         raise ValueError(
-            f"background {text!r} is not an image file, a colour name/#hex or 'blur'"
+            f"background {text!r} is not an image file, a colour ({COLOUR_SYNTAX}) or 'blur'"
         ) from None
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..colour import COLOUR_SYNTAX
 from ..data.datasets import IMAGE_SUFFIXES
 from ..defaults import MAX_PIXELS
 from ..runtimes.factory import BACKENDS
@@ -153,8 +154,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("-o", "--outdir", type=Path, default=DEFAULT_OUTDIR,
         help=f"output folder (default: ./{DEFAULT_OUTDIR})")
     add("--output", action="append", choices=WRITE_KINDS, help="what to write (repeatable; default: mask)")
-    add("--background", default="blur", metavar="PATH|COLOR|blur",
-        help="composite background: image file, colour name/#hex, or blur (default: blur)")
+    add("--background", default="blur", metavar="PATH|COLOUR|blur",
+        help=f"composite background: an image file, a colour ({COLOUR_SYNTAX}) or blur (default: blur)")
     add("--composite-format", choices=("jpg", "png"), default="jpg",
         help="composite file type (default: jpg)")
     add("--model", default="default", help=f"{MODEL_HELP} (default: %(default)s)")
