@@ -140,3 +140,59 @@ def test_pixel_limit_is_the_segmenters(tmp_path) -> None:
         Segmenter(backend="onnx", max_pixels=1000).mask(photo)
     big = png_bomb(tmp_path / "big.png", 6000, 5000)  # 30 MP: over the default, under this limit
     assert Segmenter(backend="onnx", max_pixels=40_000_000).mask(big).shape == (5000, 6000)
+
+
+# --------------------------------------------------------------------------- issue 17 item 11: formats
+
+# A real EPS file: PIL's EPS plugin identifies it from its bytes whatever the name, and its
+# decoder runs Ghostscript (a PostScript interpreter) on it.
+EPS = b"""%!PS-Adobe-3.0 EPSF-3.0
+%%BoundingBox: 0 0 64 48
+%%EndComments
+0 0 1 setrgbcolor 0 0 64 48 rectfill
+showpage
+%%EOF
+"""
+
+
+@pytest.fixture
+def ghostscript_calls(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every call PIL would make to Ghostscript (recorded, and refused so nothing is rendered)."""
+    from PIL import EpsImagePlugin
+
+    calls: list[object] = []
+
+    def record(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        raise OSError("Ghostscript reached")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", record)
+    return calls
+
+
+def test_eps_named_jpg_never_reaches_ghostscript(seg: Segmenter, tmp_path: Path,
+                                                 ghostscript_calls: list[object]) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(EPS)
+    as_background = lambda p: seg.replace_background(np.zeros((8, 8, 3), np.uint8), p)  # noqa: E731
+    refused = rf"^{photo}: not a readable image \(unknown or corrupt format; JPEG, PNG"
+    for call in (load_image, seg.mask, seg.cutout, as_background):
+        with pytest.raises(DataError, match=refused):
+            call(photo)
+    assert ghostscript_calls == []
+
+
+def test_predict_refuses_eps_and_keeps_going(tmp_path: Path, ghostscript_calls: list[object],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from portraitseg.cli import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "photo.jpg").write_bytes(EPS)
+    asset = Path(__file__).resolve().parents[1] / "src" / "portraitseg" / "assets" / "astronaut.jpg"
+    (tmp_path / "in" / "astronaut.jpg").write_bytes(asset.read_bytes())
+    code = main(["predict", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--backend", "onnx",
+                 "--threads", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and ghostscript_calls == []
+    assert f"{tmp_path / 'in' / 'photo.jpg'}: not a readable image (unknown or corrupt format" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["astronaut.mask.png"]

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from . import postprocess as pp
-from .data.io import DataError, check_pixels
+from .data.io import decode_error, open_image
 from .defaults import MAX_PIXELS
 from .pipeline import Pipeline
 from .runtimes import Runtime, open_model
@@ -124,9 +124,10 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A path, PIL image or numpy array -> RGB uint8 (H, W, 3).
 
     Files: EXIF orientation applied; grayscale, palette, CMYK converted; RGBA/LA composited on
-    white (``TRANSPARENT_FILL``); 16-bit scaled to 8-bit. An unreadable file, or one whose
-    header declares more than ``max_pixels``, raises :class:`~portraitseg.data.DataError` whose
-    message starts with the path.
+    white (``TRANSPARENT_FILL``); 16-bit scaled to 8-bit. Only the common photo formats are
+    opened (:data:`~portraitseg.data.io.IMAGE_FORMATS`, by content, not by name). An unreadable
+    file, another format, or one whose header declares more than ``max_pixels``, raises
+    :class:`~portraitseg.data.DataError` whose message starts with the path.
     """
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image)
@@ -140,22 +141,14 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def _read_file(path: Path, max_pixels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    check_pixels(path, max_pixels)  # from the header, before decoding
-    try:
-        with Image.open(path) as img:
+    """Decode through :func:`~portraitseg.data.io.open_image`: the format allow-list and the
+    header pixel limit every reader shares."""
+    with open_image(path, max_pixels) as img:
+        try:
             img.load()  # decode now: truncated files fail here, inside the try
             return _pil_to_rgb(img)
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not a readable image (unknown or corrupt format)") from None
-    except Image.DecompressionBombError as exc:  # a corrupt or hostile header declaring ~1e9 pixels
-        raise DataError(f"{path}: too many pixels ({exc})") from None
-    except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, EOFError... on bad bytes
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: not a readable image ({reason})") from None
+        except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, EOFError... on bad bytes
+            raise decode_error(path, exc) from None
 
 
 # --------------------------------------------------------------------------- backgrounds

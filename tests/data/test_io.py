@@ -12,7 +12,7 @@ import pytest
 
 from imagebombs import png_bomb
 from portraitseg.data.datasets import find_images
-from portraitseg.data.io import DataError, check_pixels, image_size, read_rgb, remove_stale_temps
+from portraitseg.data.io import DataError, check_pixels, image_size, read_gray, read_rgb, remove_stale_temps
 from portraitseg.defaults import MAX_PIXELS
 
 
@@ -50,3 +50,26 @@ def test_remove_stale_temps(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_bytes(b"x")
     assert remove_stale_temps(tmp_path) == [tmp_path / "sub" / ".last.pt.tmp"]
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.txt", "sub"]
+
+
+def test_readers_open_only_common_photo_formats(tmp_path: Path) -> None:
+    """read_rgb/read_gray (datasets, cache, prepare, export calibration) share load_image's
+    allow-list: a PPM or an EPS named .png is refused, though OpenCV/PIL could decode them."""
+    from portraitseg.data.io import open_image
+
+    ppm = tmp_path / "mask.png"
+    ppm.write_bytes(b"P5 4 3 255\n" + bytes(range(12)))  # a real 4x3 8-bit PGM
+    assert cv2.imdecode(np.frombuffer(ppm.read_bytes(), np.uint8), cv2.IMREAD_GRAYSCALE).shape == (3, 4)
+    eps = tmp_path / "photo.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 3\n%%EndComments\nshowpage\n%%EOF\n")
+    for path in (ppm, eps):
+        refused = rf"^{path}: not a readable image \(unknown or corrupt format"
+        for read in (read_rgb, read_gray, open_image):
+            with pytest.raises(DataError, match=refused):
+                read(path)
+        assert image_size(path) is None
+    good = tmp_path / "ok.png"
+    cv2.imwrite(str(good), np.zeros((3, 4), np.uint8))
+    assert read_gray(good).shape == (3, 4)
+    with open_image(good) as img:
+        assert img.format == "PNG" and img.size == (4, 3)

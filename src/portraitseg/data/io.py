@@ -26,66 +26,125 @@ class NoSamplesError(DataError):
         self.skipped = list(skipped)
 
 
+# The image formats every reader opens (PIL's names), the server's uploads included: common
+# photo formats only. PIL otherwise picks its decoder from the bytes, not the name, so a
+# "photo.jpg" holding EPS would reach Ghostscript (and PSD, FITS, ... other rarely used decoders):
+# a large attack surface for files and uploads from anywhere.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+FORMATS_TEXT = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+
+
+def _source(source: str | Path | bytes) -> str | Path | io.BytesIO:
+    return io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+
+
 def image_size(source: str | Path | bytes) -> tuple[int, int] | None:
-    """(width, height) from the image header, without decoding pixels; None when PIL cannot
-    identify the data (the decoder then reports it as unreadable)."""
+    """(width, height) from the image header, without decoding pixels; None when the data is
+    not an image of :data:`IMAGE_FORMATS` (the reader then reports it as unreadable)."""
     from PIL import Image, UnidentifiedImageError
 
-    src = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
-        # PIL's own bomb guard would raise/warn here for huge sizes; we want the size itself
-        # and apply our limit, so the guard's error is read for its pixel count instead.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(src) as img:
-                return img.size
+        with _open_header(_source(source)) as img:
+            return img.size
     except Image.DecompressionBombError as exc:
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        return (int(found.group(1)), 1) if found else (2**31, 1)
+        return _bomb_size(exc)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
+
+
+def _open_header(source: str | Path | io.BytesIO):
+    """``Image.open`` restricted to :data:`IMAGE_FORMATS`, PIL's bomb warning silenced: we want
+    the size itself and apply our own limit (:func:`_refuse_size`)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source, formats=IMAGE_FORMATS)
+
+
+def _bomb_size(exc: Exception) -> tuple[int, int]:
+    """The pixel count in PIL's DecompressionBombError (raised before the size is readable),
+    as a (pixels, 1) size."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return (int(found.group(1)), 1) if found else (2**31, 1)
+
+
+def _refuse_size(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    w, h = size
+    if max_pixels > 0 and w * h > max_pixels:
+        dims = f"{w}x{h} = {w * h}" if h > 1 else f"{w}"
+        raise DataError(f"{name}: image is {dims} pixels, over the limit of {max_pixels} (--max-pixels)")
 
 
 def check_pixels(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, what: str | None = None) -> None:
     """Raise :class:`DataError` (message starts with the file, or ``what`` for bytes) when the
     image's header declares more than ``max_pixels`` pixels; reads only the header."""
     size = image_size(source)
-    if size is None or max_pixels <= 0:
-        return
-    w, h = size
-    if w * h > max_pixels:
-        name = what or ("image" if isinstance(source, (bytes, bytearray)) else str(source))
-        dims = f"{w}x{h} = {w * h}" if h > 1 else f"{w}"
-        raise DataError(f"{name}: image is {dims} pixels, over the limit of {max_pixels} (--max-pixels)")
+    if size is not None:
+        _refuse_size(what or ("image" if isinstance(source, (bytes, bytearray)) else str(source)),
+                     size, max_pixels)
+
+
+def open_image(path: str | Path, max_pixels: int = MAX_PIXELS):
+    """The one way files are opened as images: a lazily opened ``PIL.Image`` (header parsed,
+    no pixel decoded yet) of one of :data:`IMAGE_FORMATS`, not over ``max_pixels``.
+
+    Raises :class:`DataError` starting with the path for a missing file, another format (by
+    content, whatever the name says), a corrupt header or too many pixels. Use it as a context
+    manager; errors of the decode itself (``img.load()``) are the caller's (:func:`decode_error`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        img = _open_header(path)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not a readable image (unknown or corrupt format; "
+                        f"{FORMATS_TEXT} are read)") from None
+    except Image.DecompressionBombError as exc:
+        _refuse_size(str(path), _bomb_size(exc), max_pixels)
+        raise DataError(f"{path}: too many pixels ({exc})") from None  # a --max-pixels above PIL's guard
+    except Exception as exc:  # PIL raises OSError, SyntaxError, struct.error, ... on bad headers
+        raise decode_error(path, exc) from None
+    try:
+        _refuse_size(str(path), img.size, max_pixels)  # from the header, before decoding
+    except DataError:
+        img.close()
+        raise
+    return img
+
+
+def decode_error(path: str | Path, exc: BaseException) -> DataError:
+    """A decoder's exception on ``path`` as the one-line :class:`DataError`."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataError(f"{path}: not a readable image ({reason})")
+
+
+def _decode(path: str | Path, flags: int, max_pixels: int, what: str) -> np.ndarray:
+    """OpenCV decode (faster than PIL for datasets) of a file that :func:`open_image` accepts:
+    the same format allow-list and pixel limit as every other reader."""
+    with open_image(path, max_pixels):
+        pass
+    buf = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(buf, flags) if buf.size else None
+    if img is None:
+        raise DataError(f"{path}: not a readable {what} (corrupt or unsupported format)")
+    return img
 
 
 def read_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3); grayscale/RGBA/16-bit are converted.
-    Images over ``max_pixels`` are refused from their header (:func:`check_pixels`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    check_pixels(path, max_pixels)
-    buf = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if buf.size else None
-    if img is None:
-        raise DataError(f"{path}: not a readable image (corrupt or unsupported format)")
+    Only :data:`IMAGE_FORMATS`; images over ``max_pixels`` are refused from their header."""
+    img = _decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_pixels, "image")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_gray(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read a single-channel 8-bit mask/alpha/ignore map (H, W)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    check_pixels(path, max_pixels)
-    buf = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if buf.size else None
-    if img is None:
-        raise DataError(f"{path}: not a readable mask image (corrupt or unsupported format)")
-    return img
+    """Read a single-channel 8-bit mask/alpha/ignore map (H, W) (formats as :func:`read_rgb`)."""
+    return _decode(path, cv2.IMREAD_GRAYSCALE, max_pixels, "mask image")
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:

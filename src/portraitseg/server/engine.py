@@ -16,14 +16,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..data.io import IMAGE_FORMATS
 from ..inference import load_image
 from ..pipeline import Pipeline
 from ..runtimes import DEFAULT_ONNX, DEFAULT_TFLITE, Runtime
 from .config import ServerConfig
 
-# Formats PIL may open: common photo formats only, so exotic decoders (EPS, PSD, ...) with a
-# larger attack surface are never reached from the network.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+# Formats PIL may open: the allow-list every image reader shares (data.io), so exotic decoders
+# (EPS, PSD, ...) with a larger attack surface are never reached from the network.
+ALLOWED_FORMATS = IMAGE_FORMATS
 HEX_COLOUR = re.compile(r"^#?([0-9a-fA-F]{6})$")
 PNG_LEVEL = 1  # masks compress well already; level 1 is ~3x faster than the default 3
 JPEG_QUALITY = 90
