@@ -22,41 +22,57 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .options import option
+from .options import ANY, POSITIVE, Bounds, check_options, option
 
 Background = np.ndarray | tuple[int, int, int] | str
 
 
+# Kernel sizes: 0 = off, else odd (a centred kernel).
+_KERNEL = Bounds(odd=True)
+# A probability strictly inside (0, 1): at 0 every pixel joins one component (keep-largest does
+# nothing), at 1 or above none does and the mask comes out black.
+_PROBABILITY = Bounds(low=0, high=1, low_open=True, high_open=True)
+
+
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Options of :func:`apply`; each step is off when its size/flag is 0/False/None."""
+    """Options of :func:`apply`; each step is off when its size/flag is 0/False/None. Each
+    field's allowed values are in its ``bounds`` (:mod:`portraitseg.options`; numbers are
+    never NaN, infinite or negative), checked by :meth:`validate` when the config is made."""
 
     guided: bool = option(True, "edge-aware (guided filter) upsampling; off = plain bilinear")
-    guided_radius: int = option(2, "guided filter box radius at the low (working) resolution", metavar="N")
+    guided_radius: int = option(2, "guided filter box radius at the low (working) resolution", metavar="N",
+                                bounds=Bounds(low=1))
     guided_eps: float = option(1e-3, "guided filter regularisation: larger = smoother, less edge-following",
-                               metavar="EPS")
+                               metavar="EPS", bounds=POSITIVE)
     guided_work_side: int = option(0, "guided filter working long side; 0 = the low-res mask's", metavar="PX")
     # On by default: +0.004-0.007 boundary F1 (docs/postprocess.md).
     keep_largest: bool = option(True, "keep the main person: drop components much smaller than the largest")
-    component_fraction: float = option(0.25, "keep components >= this x the largest's area", metavar="F")
-    component_threshold: float = option(0.5, "probability that puts a pixel in a component", metavar="P")
+    component_fraction: float = option(0.25, "keep components >= this x the largest's area", metavar="F",
+                                       bounds=Bounds(low=0, high=1, low_open=True))
+    component_threshold: float = option(0.5, "probability that puts a pixel in a component", metavar="P",
+                                        bounds=_PROBABILITY)
     component_margin: int = option(0, "px of soft fringe kept around kept components; 0 = auto", metavar="PX")
-    open_size: int = option(0, "morphological opening, odd kernel px at full res; 0 = off", metavar="PX")
-    close_size: int = option(0, "morphological closing, odd kernel px at full res; 0 = off", metavar="PX")
-    blur_size: int = option(0, "antialiasing box blur, odd px at full resolution; 0 = off", metavar="PX")
-    smoothstep: tuple[float, float] | None = option(None, "smooth-step threshold edges (edge0, edge1)")
+    open_size: int = option(0, "morphological opening, odd kernel px at full res; 0 = off", metavar="PX",
+                            bounds=_KERNEL)
+    close_size: int = option(0, "morphological closing, odd kernel px at full res; 0 = off", metavar="PX",
+                             bounds=_KERNEL)
+    blur_size: int = option(0, "antialiasing box blur, odd px at full resolution; 0 = off", metavar="PX",
+                            bounds=_KERNEL)
+    smoothstep: tuple[float, float] | None = option(None, "smooth-step threshold edges (edge0, edge1)",
+                                                    bounds=ANY)
+
+    def __post_init__(self) -> None:
+        # Frozen: checked once here, so no invalid config exists (library, CLI and server
+        # alike) and the per-frame path need not check it again.
+        self.validate()
 
     def validate(self) -> None:
-        for name in ("open_size", "close_size", "blur_size"):
-            value = getattr(self, name)
-            if value < 0 or (value and value % 2 == 0):
-                raise ValueError(f"{name} must be 0 or a positive odd number; got {value}")
+        """Raise ValueError naming the option (``--guided-eps must be > 0; got nan``)."""
+        check_options(self)
         if self.smoothstep is not None and not self.smoothstep[0] < self.smoothstep[1]:
-            raise ValueError(f"smoothstep needs edge0 < edge1; got {self.smoothstep}")
-        if not 0.0 < self.component_fraction <= 1.0:
-            raise ValueError("component_fraction must be in (0, 1]")
-        if self.guided_radius < 1 or self.guided_eps <= 0:
-            raise ValueError("guided_radius must be >= 1 and guided_eps > 0")
+            edge0, edge1 = self.smoothstep
+            raise ValueError(f"--smoothstep needs EDGE0 < EDGE1; got {edge0:g} {edge1:g}")
 
 
 # --------------------------------------------------------------------------- buffers
@@ -324,8 +340,7 @@ def apply(prob_lowres: np.ndarray, image: np.ndarray, cfg: PostprocessConfig | N
 
     With ``ws`` the result lives in the workspace (see :class:`Workspace`).
     """
-    cfg = cfg or PostprocessConfig()
-    cfg.validate()
+    cfg = cfg or PostprocessConfig()  # valid: a PostprocessConfig checks itself when made
     prob = np.squeeze(_f32(prob_lowres))
     if prob.ndim != 2:
         raise ValueError(f"expected a 2-D probability map, got shape {np.shape(prob_lowres)}")

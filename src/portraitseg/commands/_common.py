@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..options import flag_name, flag_type
+
 MISSING = dataclasses.MISSING
 
 
@@ -71,10 +73,6 @@ def report_skipped(skipped: list[str]) -> int:
     return len(skipped)
 
 
-def flag_name(field: dataclasses.Field) -> str:
-    return str(field.metadata.get("flag") or "--" + field.name.replace("_", "-"))
-
-
 def dest_name(field: dataclasses.Field) -> str:
     return flag_name(field).lstrip("-").replace("-", "_")
 
@@ -102,7 +100,8 @@ def _value_type(field: dataclasses.Field, default: Any) -> Any:
         text = str(field.type)  # "int | None" (annotations are strings here)
         kind = float if "float" in text else int if "int" in text else str
     # Every thread count of every config: at least 1 (checked here once for all commands).
-    return positive_int if kind is int and field.name.endswith("threads") else kind
+    kind = positive_int if kind is int and field.name.endswith("threads") else kind
+    return flag_type(field, kind)  # the option's own range (options.check_value), at parse time
 
 
 def _help(field: dataclasses.Field, default: Any) -> str:
