@@ -1,10 +1,14 @@
-"""evaluate(): synthetic datasets with known answers, report writers, and MediaPipe on real data."""
+"""evaluate(): synthetic datasets with known answers, report writers, and MediaPipe on real data
+(hand masks and teacher alpha)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -12,10 +16,10 @@ import numpy as np
 import pytest
 
 from portraitseg.data import DataError, open_dataset
-from portraitseg.evaluate import (
-    compare,
+from portraitseg.evaluate import check_threshold, compare, evaluate
+from portraitseg.postprocess import PostprocessConfig
+from portraitseg.reports import (
     comparison_table,
-    evaluate,
     json_summary,
     summary_markdown,
     write_gallery,
@@ -25,6 +29,9 @@ from portraitseg.evaluate import (
 from portraitseg.runtimes import InputFormat, OutputFormat, Runtime, open_model
 
 HEADLINE_KEYS = {"miou", "person_iou", "background_iou", "pixel_accuracy", "boundary_f1", "n_images"}
+ALPHA_KEYS = {"sad", "mse", "grad", "mad"}
+# Post-processing that leaves a same-size probability as it is: the final alpha is the model's.
+IDENTITY_POST = PostprocessConfig(guided=False, keep_largest=False)
 
 
 def shared_dir() -> Path:
@@ -38,6 +45,15 @@ def vikram_val() -> Path:
     root = shared_dir() / "data" / "vikram_val"
     if not root.is_dir():
         pytest.skip(f"real data not found at {root} (set PORTRAITSEG_SHARED to the shared folder)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def pseudo_selfie() -> Path:
+    """Teacher soft alpha (alpha/, values rounded to /16); never in our model's training mix."""
+    root = shared_dir() / "data" / "pseudo_selfie"
+    if not (root / "alpha").is_dir():
+        pytest.skip(f"real alpha data not found at {root} (set PORTRAITSEG_SHARED to the shared folder)")
     return root
 
 
@@ -65,6 +81,34 @@ class RedRuntime(Runtime):
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         return tensor[..., :1].copy()
+
+
+class OracleRuntime(Runtime):
+    """Answers each image with its own ground truth (looked up by the image's bytes) at the
+    image's size: a perfect model."""
+
+    backend = "test"
+
+    def __init__(self, dataset, n: int, name: str = "oracle") -> None:
+        self.name = name
+        samples = [dataset[i] for i in range(n)]
+        self.truth = {self._key(s.image): s.target for s in samples}
+        self.input_format = InputFormat(samples[0].image.shape[:2], "NHWC")
+        self.output_format = OutputFormat("probability", "NHWC")
+
+    @staticmethod
+    def _key(image: np.ndarray) -> str:
+        return hashlib.sha1(image.tobytes()).hexdigest()
+
+    @property
+    def num_threads(self) -> int | None:
+        return None
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        return self.truth[self._key(tensor)][None, ..., None]
 
 
 def make_dataset(
@@ -207,3 +251,88 @@ def test_mediapipe_on_vikram_val(vikram_val: Path, mediapipe: Runtime, tmp_path:
     assert 0.0 < s["boundary_f1"] <= 1.0
     assert result.worst[0].person_iou == min(r.person_iou for r in result.rows)
     assert write_gallery(result, tmp_path / "worst.png", k=3).is_file()
+
+
+def make_alpha_dataset(root: Path, alphas: dict[str, np.ndarray], red_offset: int = 0) -> Path:
+    """images/ whose red channel is the alpha (plus ``red_offset``), alpha/ with the soft matte:
+    RedRuntime's prediction is then the truth shifted by ``red_offset`` / 255."""
+    (root / "images").mkdir(parents=True)
+    (root / "alpha").mkdir()
+    for stem, alpha in alphas.items():
+        image = np.full((*alpha.shape, 3), 20, np.uint8)
+        image[..., 0] = alpha + red_offset
+        cv2.imwrite(str(root / "images" / f"{stem}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "alpha" / f"{stem}.png"), alpha)
+    return root
+
+
+def soft_square(size: int = 64) -> np.ndarray:
+    """A 0/255 square with a 16-level soft ramp on its left side (like the teacher's /16 alpha)."""
+    alpha = np.zeros((size, size), np.uint8)
+    alpha[16:48, 24:48] = 255
+    alpha[16:48, 8:24] = np.arange(16, dtype=np.uint8) * 16
+    return alpha
+
+
+def test_alpha_truth_gets_matting_errors_zero_when_perfect(tmp_path: Path) -> None:
+    alpha = {"a": soft_square(), "b": np.roll(soft_square(), 5, axis=1)}
+    perfect = evaluate(RedRuntime(), open_dataset(make_alpha_dataset(tmp_path / "p", alpha)),
+                       progress=False, postprocess=IDENTITY_POST).summary
+    assert set(perfect["alpha"]) >= ALPHA_KEYS | {"n_images", "units", "postprocess"}
+    assert perfect["alpha"]["n_images"] == 2 and perfect["alpha"]["aggregation"] == "mean per image"
+    for key in ALPHA_KEYS:
+        assert perfect["alpha"][key] == pytest.approx(0.0, abs=1e-4)
+    assert perfect["miou"] == 1.0
+    # Red 51 levels (0.2) above the truth everywhere: MAD 0.2 x 1e3, MSE 0.04 x 1e3, SAD 0.2 x
+    # 64 x 64 / 1e3, and no gradient error (min-max normalisation removes a constant shift).
+    half = make_alpha_dataset(tmp_path / "s", {"a": soft_square() // 2}, red_offset=51)
+    shifted = evaluate(RedRuntime(), open_dataset(half), progress=False, postprocess=IDENTITY_POST)
+    s = shifted.summary["alpha"]
+    assert s["mad"] == pytest.approx(200.0, rel=1e-4)
+    assert s["mse"] == pytest.approx(40.0, rel=1e-4)
+    assert s["sad"] == pytest.approx(0.2 * 64 * 64 / 1e3, rel=1e-4)
+    assert s["grad"] == pytest.approx(0.0, abs=1e-6)
+    assert shifted.rows[0].mad == pytest.approx(200.0, rel=1e-4)
+
+
+def test_hard_masks_get_no_matting_errors(synthetic: Path) -> None:
+    result = evaluate(RedRuntime(), open_dataset(synthetic), progress=False)
+    assert "alpha" not in result.summary and result.rows[0].mad is None
+    assert "SAD" not in comparison_table({"red": {"synth": result}})
+
+
+def test_threshold_outside_zero_one_is_refused(synthetic: Path) -> None:
+    for bad in (math.nan, 2.0, 0.0, 1.0, -0.5, math.inf, "x"):
+        with pytest.raises(ValueError, match=r"must be in \(0, 1\); got"):
+            check_threshold(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threshold must be"):
+        evaluate(RedRuntime(), open_dataset(synthetic), threshold=math.nan, progress=False)
+    assert check_threshold(0.5) == 0.5
+
+
+def test_real_alpha_perfect_prediction_scores_zero(pseudo_selfie: Path) -> None:
+    ds = open_dataset(pseudo_selfie, "train.txt")
+    result = evaluate(OracleRuntime(ds, 3), ds, limit=3, progress=False, postprocess=IDENTITY_POST)
+    a = result.summary["alpha"]
+    assert a["n_images"] == 3 and result.summary["miou"] == 1.0
+    assert (a["sad"], a["mse"], a["grad"], a["mad"]) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_real_alpha_metrics_are_sane_through_the_default_postprocessing(
+    pseudo_selfie: Path, mediapipe: Runtime
+) -> None:
+    ds = open_dataset(pseudo_selfie, "train.txt")
+    result = evaluate(mediapipe, ds, limit=3, progress=False)
+    s, a = result.summary, result.summary["alpha"]
+    assert a["postprocess"] == asdict(PostprocessConfig())  # predict's defaults: guided, keep-largest
+    assert a["postprocess"]["guided"] is True
+    assert s["miou"] > 0.85  # MediaPipe filtered this set: it agrees with the teacher
+    # A good segmenter against a teacher matte: a few percent of the pixels wrong on average.
+    assert 1.0 < a["mad"] < 100.0 and 0.5 < a["mse"] < a["mad"]  # |e| <= 1, so e^2 <= |e|
+    assert 0.0 < a["grad"] < 20.0
+    for row in result.rows:  # SAD and MAD are one sum in two units (240x320 images)
+        assert row.sad == pytest.approx(row.mad * 240 * 320 / 1e6)
+    # The errors are the FINAL alpha's: without guided upsampling they change.
+    plain = evaluate(mediapipe, ds, limit=3, progress=False,
+                     postprocess=PostprocessConfig(guided=False)).summary["alpha"]
+    assert plain["postprocess"]["guided"] is False and plain["mad"] != pytest.approx(a["mad"], rel=1e-3)

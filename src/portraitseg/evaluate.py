@@ -1,52 +1,43 @@
-"""Evaluate runtimes on labelled datasets: per-image rows, set summaries, reports, side by side.
+"""Evaluate runtimes on labelled datasets: per-image rows and set summaries, side by side.
 
 ``evaluate(runtime, dataset)`` runs one model over one dataset. The summary's headline metrics
 (``miou``, ``person_iou``, ``background_iou``, ``pixel_accuracy``, ``boundary_f1``) are computed
-over all pixels of the set (summed counts, then ratios); ``mean_per_image`` holds the same
-metrics averaged per image. ``compare`` runs several runtimes over several datasets for one
-side-by-side table. Writers produce a per-image CSV, summary JSON, markdown, and a PNG gallery
-of the worst images, each written atomically (temporary file + rename).
+over all pixels of the set (summed counts, then ratios) on the model's probability resized to
+the image (bilinear) and thresholded; ``mean_per_image`` holds the same metrics averaged per
+image. Where the ground truth is a soft alpha matte (``alpha/`` folders), ``summary["alpha"]``
+adds the matting errors (:mod:`portraitseg.matting`: SAD, MSE, Grad, MAD, per-image means) of
+the FINAL alpha, i.e. after the same post-processing ``predict`` applies (guided upsampling,
+keep-largest: :class:`~portraitseg.postprocess.PostprocessConfig`). Definitions: docs/metrics.md.
+``compare`` runs several runtimes over several datasets for one side-by-side table; the
+tables, CSV, JSON and gallery are in :mod:`portraitseg.reports`.
 """
 
 from __future__ import annotations
 
-import csv
 import heapq
-import io
 import itertools
-import json
 import math
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from .data.io import write_atomic
+from .matting import ALPHA_METRICS, AlphaErrors, alpha_errors, mean_errors
 from .metrics import Aggregate, ImageMetrics, image_metrics
-from .runtimes import Runtime
+from .postprocess import PostprocessConfig, Postprocessor
+from .runtimes import Runtime, output_to_prob
+from .runtimes.contracts import prob_to_image_size
 
 DEFAULT_GALLERY_K = 8
-TABLE_METRICS: tuple[tuple[str, str], ...] = (
-    ("miou", "mIoU"),
-    ("person_iou", "pIoU"),
-    ("boundary_f1", "BF1"),
-)
-SUMMARY_LABELS: tuple[tuple[str, str], ...] = (
-    ("miou", "mIoU"),
-    ("person_iou", "person IoU"),
-    ("background_iou", "background IoU"),
-    ("pixel_accuracy", "pixel accuracy"),
-    ("boundary_f1", "boundary F1"),
-)
 
 
 @dataclass
 class ImageRow:
-    """One image's metrics; ``ms`` times the whole ``prob`` call, ``infer_ms`` the model call."""
+    """One image's metrics; ``ms`` times the probability (model call + resize), ``infer_ms``
+    the model call; the matting errors are None where the truth is a hard mask."""
 
     name: str
     pixel_acc: float
@@ -56,9 +47,14 @@ class ImageRow:
     boundary_f1: float
     ms: float
     infer_ms: float
+    sad: float | None = None
+    mse: float | None = None
+    grad: float | None = None
+    mad: float | None = None
 
     @classmethod
-    def from_metrics(cls, name: str, m: ImageMetrics, ms: float, infer_ms: float) -> ImageRow:
+    def from_metrics(cls, name: str, m: ImageMetrics, ms: float, infer_ms: float,
+                     alpha: AlphaErrors | None = None) -> ImageRow:
         v = m.values
         return cls(
             name=name,
@@ -69,6 +65,7 @@ class ImageRow:
             boundary_f1=v["boundary_f1"],
             ms=ms,
             infer_ms=infer_ms,
+            **(alpha.values if alpha is not None else {}),
         )
 
 
@@ -95,16 +92,28 @@ class EvalResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def _timed_prob(runtime: Runtime, image: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Probability map plus (total ms, model-call ms)."""
+@dataclass
+class Timed:
+    """The model's probability at its own resolution (what post-processing starts from), at
+    the image's size (``runtime.prob``: bilinear, what IoU/BF1 threshold), and the times."""
+
+    lowres: np.ndarray
+    prob: np.ndarray
+    ms: float  # preprocess + model call + resize
+    infer_ms: float  # model call
+
+
+def _timed_prob(runtime: Runtime, image: np.ndarray) -> Timed:
     t0 = time.perf_counter()
     tensor = runtime.preprocess(image)
     t1 = time.perf_counter()
     raw = runtime.infer(tensor)
     t2 = time.perf_counter()
-    prob = runtime.postprocess(raw, image.shape[:2])
+    # Runtime.postprocess in two steps, so the final alpha starts from the same low-res map.
+    lowres = output_to_prob(raw, runtime.output_format, runtime.input_size)
+    prob = prob_to_image_size(lowres, image.shape[:2])
     t3 = time.perf_counter()
-    return prob, (t3 - t0) * 1000.0, (t2 - t1) * 1000.0
+    return Timed(lowres, prob, (t3 - t0) * 1000.0, (t2 - t1) * 1000.0)
 
 
 class _WorstK:
@@ -132,6 +141,19 @@ def _dataset_label(dataset: Any) -> str:
     return str(getattr(dataset, "label", None) or getattr(dataset, "name", "dataset"))
 
 
+def check_threshold(value: float, what: str = "threshold") -> float:
+    """The probability threshold must lie strictly between 0 and 1: NaN compares False with
+    everything (nothing would be person) and a value outside (0, 1) makes every pixel the same
+    class, so either would score silently meaningless numbers."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 < number < 1.0:  # NaN fails every comparison
+        raise ValueError(f"{what} must be in (0, 1); got {value}")
+    return number
+
+
 def evaluate(
     runtime: Runtime,
     dataset: Any,
@@ -140,27 +162,38 @@ def evaluate(
     limit: int | None = None,
     keep_worst: int = DEFAULT_GALLERY_K,
     dataset_name: str | None = None,
+    postprocess: PostprocessConfig | None = None,
 ) -> EvalResult:
     """Run ``runtime`` on every sample of ``dataset`` (the first ``limit`` if given) and score
-    ``prob >= threshold`` against ``target >= 0.5``, excluding ``ignore`` pixels.
+    ``prob >= threshold`` against ``target >= 0.5``, excluding ``ignore`` pixels. Soft (alpha)
+    targets also get the matting errors of the final alpha made with ``postprocess`` (default:
+    :class:`~portraitseg.postprocess.PostprocessConfig`, as ``predict``).
 
     Bad files raise :class:`~portraitseg.data.DataError` naming the file unless the dataset
     was opened with ``on_error="skip"``; then they are listed in ``result.skipped``.
     """
+    check_threshold(threshold)
     name = dataset_name or _dataset_label(dataset)
     total = len(dataset) if limit is None else min(limit, len(dataset))
     agg, rows, worst = Aggregate(), [], _WorstK(keep_worst)
+    alphas: list[AlphaErrors] = []
+    post = Postprocessor(postprocess)  # validates the config before any model call
     samples = itertools.islice(iter(dataset), total)
     # disable=None: bars only on a terminal, so logs and CI output stay clean.
     bar = tqdm(
         samples, total=total, desc=f"{runtime.name} | {name}", disable=None if progress else True, leave=False
     )
     for sample in bar:
-        prob, ms, infer_ms = _timed_prob(runtime, sample.image)
-        pred, truth = prob >= threshold, sample.target >= 0.5
+        timed = _timed_prob(runtime, sample.image)
+        pred, truth = timed.prob >= threshold, sample.target >= 0.5
         metrics = image_metrics(pred, truth, sample.ignore)
         agg.add(metrics)
-        rows.append(ImageRow.from_metrics(sample.name, metrics, ms, infer_ms))
+        alpha = None
+        if getattr(sample, "soft", False):  # hard masks have no matte to compare the alpha with
+            # The alpha lives in the postprocessor's workspace: used here, before the next call.
+            alpha = alpha_errors(post(timed.lowres, sample.image), sample.target, sample.ignore)
+            alphas.append(alpha)
+        rows.append(ImageRow.from_metrics(sample.name, metrics, timed.ms, timed.infer_ms, alpha))
         worst.offer(
             rows[-1].person_iou,
             lambda s=sample, p=pred, t=truth, r=rows[-1]: GalleryItem(
@@ -174,7 +207,20 @@ def evaluate(
 
         raise NoSamplesError(f"{name}: no images were evaluated{note}", skipped)
     summary = _summary(runtime, name, agg, rows, threshold, skipped)
+    if alphas:
+        summary["alpha"] = _alpha_summary(alphas, post.cfg)
     return EvalResult(runtime.name, name, rows, summary, worst.items(), skipped)
+
+
+def _alpha_summary(errors: list[AlphaErrors], cfg: PostprocessConfig) -> dict[str, Any]:
+    """Per-image means of the matting errors, with their units and the post-processing used."""
+    return {
+        **mean_errors(errors),
+        "n_images": len(errors),
+        "aggregation": "mean per image",
+        "units": {key: unit for key, _, unit in ALPHA_METRICS},
+        "postprocess": asdict(cfg),
+    }
 
 
 def _summary(
@@ -209,160 +255,14 @@ def compare(
     progress: bool = True,
     limit: int | None = None,
     keep_worst: int = DEFAULT_GALLERY_K,
+    postprocess: PostprocessConfig | None = None,
 ) -> dict[str, dict[str, EvalResult]]:
     """Evaluate every runtime on every ``(label, dataset)``: ``{model: {dataset: result}}``."""
+    check_threshold(threshold)
     results: dict[str, dict[str, EvalResult]] = {}
     for runtime in runtimes:
         results[runtime.name] = {
-            label: evaluate(runtime, ds, threshold, progress, limit, keep_worst, dataset_name=label)
+            label: evaluate(runtime, ds, threshold, progress, limit, keep_worst, label, postprocess)
             for label, ds in datasets
         }
     return results
-
-
-# ----------------------------------------------------------------------------- reports
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None or math.isnan(value):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def summary_markdown(result: EvalResult) -> str:
-    """One model on one dataset: each metric over all pixels and as a per-image mean."""
-    s = result.summary
-    per = s["mean_per_image"]
-    body = [(label, _fmt(s[key]), _fmt(per[key])) for key, label in SUMMARY_LABELS]
-    head = (
-        f"**{result.model}** on **{result.dataset}**: {s['n_images']} images, threshold {s['threshold']}, "
-        f"model call {s['infer_ms_median']:.1f} ms median ({s['threads']} thread(s))\n\n"
-    )
-    return head + markdown_table(("metric", "over all pixels", "per-image mean"), body)
-
-
-def comparison_table(
-    results: dict[str, dict[str, EvalResult]], metrics: Sequence[tuple[str, str]] = TABLE_METRICS
-) -> str:
-    """Markdown table: one row per model, ``metric`` columns per dataset (over all pixels), and
-    the median model-call latency over every image evaluated."""
-    datasets = list(dict.fromkeys(d for per in results.values() for d in per))
-    header = ["model"] + [f"{d} {label}" for d in datasets for _, label in metrics] + ["ms (model call)"]
-    body = []
-    for model, per in results.items():
-        cells = [model]
-        for d in datasets:
-            cells += [_fmt(per[d].summary[key]) if d in per else "" for key, _ in metrics]
-        infer = [r.infer_ms for res in per.values() for r in res.rows]
-        cells.append(f"{np.median(infer):.1f}" if infer else "")
-        body.append(cells)
-    return markdown_table(header, body)
-
-
-def json_summary(results: dict[str, dict[str, EvalResult]]) -> dict[str, Any]:
-    """The flat summary for one model on one dataset, else ``{model: {dataset: summary}}``."""
-    if len(results) == 1:
-        (per,) = results.values()
-        if len(per) == 1:
-            return next(iter(per.values())).summary
-    return {model: {d: r.summary for d, r in per.items()} for model, per in results.items()}
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    return write_atomic(path, text.encode("utf-8"))
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_rows_csv(result: EvalResult, path: str | Path) -> Path:
-    """Per-image CSV: name, pixel_acc, person_iou, bg_iou, miou, boundary_f1, ms, infer_ms."""
-    buf = io.StringIO()
-    names = [f.name for f in fields(ImageRow)]
-    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
-    writer.writeheader()
-    for row in result.rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in asdict(row).items()})
-    return write_text(path, buf.getvalue())
-
-
-def _error_map(item: GalleryItem) -> np.ndarray:
-    """Prediction coloured by correctness: person hit white, false person red, missed person
-    blue, ignored pixels grey."""
-    out = np.zeros((*item.pred.shape, 3), np.uint8)
-    out[item.pred & item.truth] = (255, 255, 255)
-    out[item.pred & ~item.truth] = (230, 40, 40)
-    out[~item.pred & item.truth] = (40, 90, 230)
-    out[item.ignore] = (128, 128, 128)
-    return out
-
-
-def _truth_map(item: GalleryItem) -> np.ndarray:
-    out = np.where(item.truth, 255, 0).astype(np.uint8)
-    out[item.ignore] = 128
-    return out
-
-
-def write_gallery(result: EvalResult, path: str | Path, k: int | None = None) -> Path:
-    """PNG of the worst-k images by person IoU: rows of image | truth | prediction."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never open a window
-    import matplotlib.pyplot as plt
-
-    items = result.worst[: k or len(result.worst)]
-    if not items:
-        raise ValueError(f"{result.model} on {result.dataset}: no images kept for a gallery")
-    fig, axes = plt.subplots(len(items), 3, figsize=(9, 3 * len(items)), squeeze=False)
-    for ax_row, item in zip(axes, items):
-        panels = (
-            (item.image, f"{item.name}"),
-            (_truth_map(item), "truth (grey = ignored)"),
-            (_error_map(item), f"pred IoU {item.person_iou:.3f} mIoU {item.miou:.3f}"),
-        )
-        for ax, (img, title) in zip(ax_row, panels):
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
-            ax.set_title(title, fontsize=8)
-            ax.axis("off")
-    fig.suptitle(
-        f"{result.model} on {result.dataset}: worst {len(items)} by person IoU "
-        "(white hit, red false person, blue missed)",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return write_atomic(path, buf.getvalue())
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
-
-
-def write_reports(
-    results: dict[str, dict[str, EvalResult]], out_dir: str | Path, gallery_k: int = DEFAULT_GALLERY_K
-) -> list[Path]:
-    """``out/<model>/<dataset>/{per_image.csv, summary.json, summary.md, worst.png}`` and
-    ``out/comparison.{md,json}``. Returns the paths written."""
-    out = Path(out_dir)
-    written: list[Path] = []
-    for model, per in results.items():
-        for dataset, result in per.items():
-            folder = out / _slug(model) / _slug(dataset)
-            written.append(write_rows_csv(result, folder / "per_image.csv"))
-            written.append(write_json(folder / "summary.json", result.summary))
-            written.append(write_text(folder / "summary.md", summary_markdown(result)))
-            if gallery_k > 0 and result.worst:
-                written.append(write_gallery(result, folder / "worst.png", gallery_k))
-    written.append(write_text(out / "comparison.md", comparison_table(results)))
-    nested = {m: {d: r.summary for d, r in per.items()} for m, per in results.items()}
-    written.append(write_json(out / "comparison.json", nested))
-    return written

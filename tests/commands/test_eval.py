@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from portraitseg.checkpoint import save_weights
 from portraitseg.cli import main
+from portraitseg.commands.eval import model_labels
 from portraitseg.models import create_model
 
 FLAT_KEYS = {
@@ -189,5 +191,200 @@ def test_eval_default_runs_the_backend_predict_runs(shared: Path, tmp_path: Path
             "--json", str(out_json)]
     assert main(args) == 0
     assert json.loads(out_json.read_text())["backend"] == Segmenter(threads=1).runtime.backend
-    assert main([*args, "--backend", "onnx"]) == 0
+    assert main([*args, "--backend", "onnx", "--overwrite"]) == 0
     assert json.loads(out_json.read_text())["backend"] == "onnxruntime"
+
+
+def make_alpha_dataset(root: Path, stems: list[str]) -> Path:
+    """images/ + alpha/ (a soft-edged person box, values on the teacher's /16 grid)."""
+    (root / "images").mkdir(parents=True)
+    (root / "alpha").mkdir()
+    rng = np.random.default_rng(1)
+    for stem in stems:
+        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), rng.integers(0, 256, (48, 40, 3), dtype=np.uint8))
+        alpha = np.zeros((48, 40), np.uint8)
+        alpha[10:40, 8:30] = 255
+        alpha[10:40, 4:8] = (64, 128, 176, 224)
+        cv2.imwrite(str(root / "alpha" / f"{stem}.png"), alpha)
+    return root
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("portraitseg eval: error: ") and "Traceback" not in err[0]
+    return err[0]
+
+
+def test_alpha_dataset_reports_matting_errors_of_the_final_alpha(tiny_checkpoint: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    data = make_alpha_dataset(tmp_path / "soft", ["a", "b"])
+    out_json = tmp_path / "a.json"
+    assert main(["eval", str(tiny_checkpoint), "--data", str(data), "--quiet", "--json", str(out_json)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert all(f"soft {m}" in header for m in ("mIoU", "BF1", "SAD", "MSE", "Grad", "MAD"))
+    alpha = json.loads(out_json.read_text())["alpha"]
+    assert alpha["n_images"] == 2 and alpha["postprocess"]["guided"] is True
+    assert all(alpha[k] > 0 for k in ("sad", "mse", "mad"))  # a random-init model is not perfect
+    # The post-processing flags are predict's: the numbers are those of the alpha they give.
+    plain = tmp_path / "plain.json"
+    assert main(["eval", str(tiny_checkpoint), "--data", str(data), "--quiet", "--json", str(plain),
+                 "--no-guided", "--no-keep-largest"]) == 0
+    other = json.loads(plain.read_text())["alpha"]
+    assert other["postprocess"]["guided"] is False and other["mad"] != alpha["mad"]
+
+
+def test_real_alpha_set_ours_and_mediapipe(shared: Path, tmp_path: Path, capsys) -> None:
+    out_dir = tmp_path / "reports"
+    args = ["eval", "default", "--peers", "mediapipe_selfie_256", "--split", "train.txt",
+            "--data", str(shared / "data" / "pseudo_selfie"), "--limit", "3",
+            "--anchors", str(shared / "anchors"), "--quiet", "--out", str(out_dir), "--gallery", "0"]
+    assert main(args) == 0
+    assert "pseudo_selfie/train SAD" in capsys.readouterr().out
+    nested = json.loads((out_dir / "comparison.json").read_text())
+    for model in ("default", "mediapipe_selfie_256"):
+        alpha = nested[model]["pseudo_selfie/train"]["alpha"]
+        assert 1.0 < alpha["mad"] < 100.0 and alpha["mse"] < alpha["mad"] and alpha["grad"] > 0
+    rows = (out_dir / "default" / "pseudo_selfie_train" / "per_image.csv").read_text().splitlines()
+    assert rows[0].endswith(",sad,mse,grad,mad") and len(rows) == 4
+    assert "SAD" in (out_dir / "default" / "pseudo_selfie_train" / "summary.md").read_text()
+
+
+def test_labels_are_short_and_unique() -> None:
+    labels = model_labels(["exp/portraitseg-224-fp32.onnx", "m_fp16.onnx", "default", "mediapipe_selfie_256"])
+    assert labels == ["portraitseg-224-fp32", "m_fp16", "default", "mediapipe_selfie_256"]
+    # Every training run has a best.pt / last.pt: the run folder is the name.
+    assert model_labels(["checkpoints/runA/best.pt"]) == ["runA/best"]
+    runs = ["checkpoints/runA/best.pt", "checkpoints/runB/best.pt", "checkpoints/runB/last.pt"]
+    assert model_labels(runs) == ["runA/best", "runB/best", "runB/last"]
+    # Same stem: the shortest end of the path that tells them apart, the suffix if the folder cannot.
+    assert model_labels(["x/a/m.onnx", "y/a/m.onnx"]) == ["x/a/m", "y/a/m"]
+    assert model_labels(["exp/m.onnx", "exp/m.tflite"]) == ["m.onnx", "m.tflite"]
+    # A file is never labelled like a peer or 'default' that is also evaluated.
+    assert model_labels(["w/default.onnx", "default"]) == ["default.onnx", "default"]
+
+
+def test_models_labelled_uniquely_end_to_end(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """Reproduction: runA/best.pt alone was 'best'; with runB/best.pt both got their raw path
+    ('runA/best.pt') while tiny.pt got 'tiny'."""
+    data = make_dataset(tmp_path / "ds", ["a"])
+    for run in ("runA", "runB"):
+        (tmp_path / run).mkdir()
+        shutil.copy(tiny_checkpoint, tmp_path / run / "best.pt")
+    out_json = tmp_path / "labels.json"
+    same_file_twice = [str(tiny_checkpoint), str(tmp_path / "runA" / ".." / "tiny.pt")]
+    args = ["eval", str(tmp_path / "runA" / "best.pt"), str(tmp_path / "runB" / "best.pt"), *same_file_twice,
+            "--data", str(data), "--quiet", "--json", str(out_json), "--out", str(tmp_path / "rep"),
+            "--gallery", "0"]
+    assert main(args) == 0
+    assert set(json.loads(out_json.read_text())) == {"runA/best", "runB/best", "tiny"}
+    rows = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == ["runA/best", "runB/best", "tiny"]
+    assert (tmp_path / "rep" / "runA_best" / "ds" / "summary.json").is_file()
+    one = tmp_path / "one.json"
+    assert main(["eval", str(tmp_path / "runA" / "best.pt"), "--data", str(data), "--quiet",
+                 "--json", str(one)]) == 0
+    assert json.loads(one.read_text())["model"] == "runA/best"
+
+
+@pytest.mark.parametrize("value", ["nan", "2", "0", "-0.1", "inf"])
+def test_threshold_outside_zero_one_is_one_line_exit_2(tiny_checkpoint: Path, tmp_path: Path, capsys,
+                                                         value: str) -> None:
+    """Reproduction: --threshold nan / 2 exited 0 with every pixel background (pIoU 0.000)."""
+    data = make_dataset(tmp_path / "ds", ["a"])
+    out_json = tmp_path / "t.json"
+    assert main(["eval", str(tiny_checkpoint), "--data", str(data), "--quiet", "--threshold", value,
+                 "--json", str(out_json)]) == 2
+    assert f"--threshold must be in (0, 1); got {float(value)}" in one_error_line(capsys)
+    assert not out_json.exists()
+
+
+def test_earlier_results_are_never_clobbered(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """Reproduction: a second eval with the same --json silently replaced the first result."""
+    data = make_dataset(tmp_path / "ds", ["a", "b"])
+    out_json, out_dir = tmp_path / "r.json", tmp_path / "rep"
+    args = ["eval", str(tiny_checkpoint), "--data", str(data), "--quiet", "--json", str(out_json),
+            "--out", str(out_dir)]
+    assert main(args) == 0
+    first_json, first_md = out_json.read_bytes(), (out_dir / "comparison.md").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    line = one_error_line(capsys)
+    assert f"--json {out_json}: exists" in line and "--overwrite" in line
+    assert main(args[:-4] + ["--out", str(out_dir)]) == 2  # the reports alone are refused too
+    assert "--out" in one_error_line(capsys)
+    assert out_json.read_bytes() == first_json and (out_dir / "comparison.md").read_bytes() == first_md
+    assert main([*args, "--overwrite"]) == 0
+    assert out_json.read_bytes() != first_json  # timings differ from run to run
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+    # The rule at write time (a file that appeared during the run): identical bytes are kept,
+    # different ones refused before anything is written.
+    from portraitseg.outfiles import OutputExistsError, write_results
+
+    a, b = tmp_path / "w" / "a.txt", tmp_path / "w" / "b.txt"
+    assert write_results({a: b"1", b: b"2"}, overwrite=False).todo.keys() == {a, b}
+    assert write_results({a: b"1"}, overwrite=False).unchanged == [a]
+    with pytest.raises(OutputExistsError, match="exists with different content"):
+        write_results({a: b"1", b: b"changed"}, overwrite=False)
+    assert b.read_bytes() == b"2"
+
+
+def test_json_path_that_is_a_folder_or_under_a_file(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    data = make_dataset(tmp_path / "ds", ["a"])
+    (tmp_path / "afile").write_text("x")
+    for bad in (tmp_path, tmp_path / "afile" / "r.json"):
+        assert main(["eval", str(tiny_checkpoint), "--data", str(data), "--quiet", "--json", str(bad)]) == 2
+        line = one_error_line(capsys)
+        assert "--json" in line and str(bad) in line
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def _mount_tmpfs(folder: Path, options: str) -> None:
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) for a real read-only / full file system")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+
+
+@pytest.fixture()
+def small_mounts(tmp_path: Path):
+    """A read-only tmpfs and a 1 MB tmpfs filled to the last few KB (unmounted afterwards)."""
+    ro, full = tmp_path / "ro", tmp_path / "full"
+    _mount_tmpfs(ro, "size=1m,ro")
+    try:
+        _mount_tmpfs(full, "size=1m")
+        (full / "earlier.json").write_text('{"earlier": true}\n')
+        fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass  # disk full: what we wanted
+        finally:
+            os.close(fd)
+        yield ro, full
+    finally:
+        for m in (full, ro):
+            subprocess.run(["umount", str(m)], capture_output=True)
+
+
+def test_unwritable_json_and_out_are_one_line_errors(tiny_checkpoint: Path, tmp_path: Path, capsys,
+                                                      small_mounts) -> None:
+    """Reproduction: --json on a read-only folder and --out on a full disk raised tracebacks."""
+    ro, full = small_mounts
+    data = make_dataset(tmp_path / "ds", ["a"])
+    base = ["eval", str(tiny_checkpoint), "--data", str(data), "--quiet"]
+    assert main([*base, "--json", str(ro / "r.json")]) == 2
+    assert "read-only" in one_error_line(capsys)
+    assert main([*base, "--out", str(ro / "rep")]) == 2  # refused before the evaluation
+    line = one_error_line(capsys)
+    assert "--out" in line and "read-only" in line
+    assert main([*base, "--out", str(full / "rep")]) == 2  # found out only when writing
+    line = one_error_line(capsys)
+    assert "No space left on device" in line and str(full / "rep") in line
+    assert main([*base, "--json", str(full / "earlier.json"), "--overwrite"]) == 2
+    assert "No space left on device" in one_error_line(capsys)
+    assert (full / "earlier.json").read_text() == '{"earlier": true}\n'  # the earlier result survives
+    assert not [p for p in full.rglob("*.tmp")]
