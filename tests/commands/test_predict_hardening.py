@@ -16,6 +16,7 @@ from conftest import REPO
 from imagebombs import png_bomb
 from portraitseg.cli import main
 from portraitseg.commands._common import sigterm_as_exit
+from portraitseg.commands.predict_record import RECORD_NAME
 from portraitseg.data.io import write_atomic
 
 SAMPLE = REPO / "src" / "portraitseg" / "assets" / "astronaut.jpg"
@@ -158,4 +159,4 @@ def test_stale_temp_from_a_killed_run_is_cleaned(photo: Path, tmp_path: Path,
     (out / ".notes.txt.tmp").write_bytes(b"not ours")
     assert predict(str(photo), "-o", str(out)) == 0
     assert "removed 1 temporary file(s) left by an interrupted run" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == [".notes.txt.tmp", "astronaut.mask.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".notes.txt.tmp", RECORD_NAME, "astronaut.mask.png"]

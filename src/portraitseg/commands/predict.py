@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
+import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +17,16 @@ from ..data.datasets import IMAGE_SUFFIXES
 from ..defaults import MAX_PIXELS
 from ..runtimes.factory import BACKENDS
 from ._common import MODEL_HELP, add_postprocess_flags, positive_int, postprocess_config
+from .predict_record import RECORD_NAME, Record, file_digest, recipe_digest
 
 DEFAULT_OUTDIR = Path("portraitseg-out")
 # What predict writes per image: the pipeline's renders plus a preview grid.
 WRITE_KINDS = ("mask", "cutout", "composite", "grid")
 GLOB_CHARS = "*?["
 CHECKER_PX = 16  # checkerboard square behind the grid's cut-out panel
+PROBE = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"  # see model_fingerprint
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Segment the person in each INPUT and write, per image and per --output kind:
   mask       <stem>.mask.png       8-bit alpha matte
   cutout     <stem>.cutout.png     RGBA, the matte as alpha
@@ -35,6 +39,10 @@ outputs (*.mask.png, ...). Inputs are never overwritten; an existing output with
 content is left as it is (so rerunning a command succeeds), one with different content is
 refused unless --overwrite. A bad file is reported as 'path: problem' and skipped; the exit
 code is then 1.
+
+Rerunning (e.g. after Ctrl-C) skips every image whose outputs are up to date -- same input
+bytes, model, options and portraitseg version, outputs unchanged since -- without decoding it
+or running the model; what was finished is recorded in OUTDIR/{RECORD_NAME}.
 """
 
 
@@ -167,7 +175,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="refuse images (and --background) larger than N pixels, read from the header before "
              "decoding (default: %(default)s)")
     add("--overwrite", action="store_true",
-        help="replace existing outputs whose content differs (identical ones are always kept as they are)")
+        help="recompute every image and replace existing outputs whose content differs (identical ones "
+             "are always kept as they are)")
     add("--no-progress", action="store_true", help="no progress bar")
     add_postprocess_flags(parser)
     parser.set_defaults(func=run)
@@ -179,7 +188,8 @@ class Summary:
     done: int = 0
     failed: int = 0
     written: int = 0
-    unchanged: int = 0
+    unchanged: int = 0  # output files already up to date
+    skipped: int = 0  # images not recomputed (all their outputs up to date)
 
 
 def _check_outputs(paths: dict[str, Path], inputs: set[Path], claimed: dict[Path, Path], job: Job) -> None:
@@ -240,6 +250,83 @@ def _clean_stale_temps(outdir: Path) -> None:
               file=sys.stderr)
 
 
+# --------------------------------------------------------------------------- skipping finished work
+
+
+def model_fingerprint(segmenter) -> str:
+    """The model identified by what it does: the hash of its mask of the bundled sample photo.
+    One inference covers the weights, the backend and its library version, pre- and
+    post-processing, however the model was named (bundled, a file, a peer). Deterministic:
+    the same hash at 1 and 2 threads, for tflite and onnx each."""
+    from ..inference import load_image
+
+    # Read here at the default pixel limit: --max-pixels is about the user's images, not ours.
+    return hashlib.sha256(segmenter.mask(load_image(PROBE)).tobytes()).hexdigest()
+
+
+def _background_id(background: object) -> object:
+    if isinstance(background, np.ndarray):
+        return [list(background.shape), hashlib.sha256(background.tobytes()).hexdigest()]
+    return background  # "blur", an (r, g, b) tuple or None
+
+
+def output_recipes(kinds: list[str], segmenter, cfg: object, background: object) -> dict[str, str]:
+    """kind -> the digest of everything besides the input that decides that output's bytes
+    (:mod:`.predict_record`)."""
+    from .. import __version__
+
+    base = {"version": __version__, "model": model_fingerprint(segmenter),
+            "postprocess": dataclasses.asdict(cfg)}
+    background_id = _background_id(background)
+    # Only the composite depends on the background: changing it leaves masks up to date.
+    return {k: recipe_digest({**base, "kind": k, "background": background_id if k == "composite" else None})
+            for k in kinds}
+
+
+@dataclass
+class Batch:
+    """What every image of one run shares."""
+
+    segmenter: object
+    background: object
+    recipes: dict[str, str]  # kind -> recipe digest
+    record: Record
+    overwrite: bool
+    summary: Summary = dataclasses.field(default_factory=Summary)
+
+
+def process(job: Job, paths: dict[str, Path], batch: Batch) -> None:
+    """One image: skipped unchanged when the record says its outputs are up to date (decided
+    from file hashes, before decoding it), else segmented and written."""
+    from ..data.io import DataError
+
+    try:
+        input_digest = file_digest(job.path)
+    except OSError as exc:
+        raise DataError(f"{job.path}: cannot read ({exc.strerror or exc})") from None
+    wanted = {out: batch.recipes[kind] for kind, out in paths.items()}
+    if not batch.overwrite and batch.record.up_to_date(wanted, input_digest):
+        batch.summary.unchanged += len(paths)
+        batch.summary.skipped += 1
+        return
+    encoded = render_all(job, batch.segmenter, paths, batch.background)
+    write_outputs(encoded, batch.overwrite, batch.summary)
+    batch.record.add({out: (wanted[out], data) for out, data in encoded.items()}, input_digest)
+
+
+def report(summary: Summary, outdir: Path, interrupted: tuple[int, int] | None = None) -> None:
+    """The last line: counts; when ``interrupted`` = (images reached, images in all), how far it
+    got and how to finish."""
+    same = f", {summary.unchanged} already up to date" if summary.unchanged else ""
+    skipped = f" ({summary.skipped} not recomputed)" if summary.skipped else ""
+    counts = (f"{summary.done} image(s) done, {summary.failed} failed, {summary.written} file(s) written "
+              f"to {outdir}{same}{skipped}")
+    if interrupted:
+        counts = (f"interrupted after {interrupted[0]} of {interrupted[1]} image(s): {counts}; "
+                  "run the same command again to finish (done images are skipped, not recomputed)")
+    print(counts, file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
@@ -259,25 +346,31 @@ def run(args: argparse.Namespace) -> int:
     _clean_stale_temps(args.outdir)
     segmenter = Segmenter(args.model, backend=args.backend, postprocess=cfg, threads=args.threads,
                           max_pixels=args.max_pixels)
+    batch = Batch(segmenter, background, output_recipes(kinds, segmenter, cfg, background),
+                  Record.load(args.outdir), args.overwrite, Summary(failed=len(errors)))
+    summary = batch.summary
     inputs = {j.path.resolve() for j in jobs}
     claimed: dict[Path, Path] = {}
-    summary = Summary(failed=len(errors))
     bar = tqdm(jobs, desc="predict", unit="img", disable=True if args.no_progress else None)
-    with sigterm_as_exit():
-        for job in bar:
-            paths = output_paths(job, args.outdir, kinds, args.composite_format)
-            try:
-                _check_outputs(paths, inputs, claimed, job)
-                write_outputs(render_all(job, segmenter, paths, background), args.overwrite, summary)
-                summary.done += 1
-            # DecompressionBombError: PIL's own guard, reached only with --max-pixels above it.
-            except (DataError, ValueError, OSError, Image.DecompressionBombError) as exc:
-                summary.failed += 1
-                text = str(exc)
-                # DataError messages already start with the path.
-                line = text if text.startswith(str(job.path)) else f"{job.path}: {text}"
-                tqdm.write(line, file=sys.stderr)
-    same = f", {summary.unchanged} already up to date" if summary.unchanged else ""
-    print(f"{summary.done} image(s) done, {summary.failed} failed, {summary.written} file(s) written to "
-          f"{args.outdir}{same}", file=sys.stderr)
+    try:
+        with sigterm_as_exit():
+            for job in bar:
+                paths = output_paths(job, args.outdir, kinds, args.composite_format)
+                try:
+                    _check_outputs(paths, inputs, claimed, job)
+                    process(job, paths, batch)
+                    summary.done += 1
+                # DecompressionBombError: PIL's own guard, reached only with --max-pixels above it.
+                except (DataError, ValueError, OSError, Image.DecompressionBombError) as exc:
+                    summary.failed += 1
+                    text = str(exc)
+                    # DataError messages already start with the path.
+                    line = text if text.startswith(str(job.path)) else f"{job.path}: {text}"
+                    tqdm.write(line, file=sys.stderr)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM via sigterm_as_exit
+        bar.close()
+        reached = summary.done + summary.failed - len(errors)  # errors: inputs that were not found
+        report(summary, args.outdir, interrupted=(reached, len(jobs)))
+        raise
+    report(summary, args.outdir)
     return 1 if summary.failed else 0
