@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from portraitseg.cli import COMMANDS, build_parser
+from conftest import REPO
+from portraitseg.cli import COMMANDS, build_parser, hint_for
 
 
 def _subcommands(parser) -> dict:
@@ -60,10 +62,30 @@ def test_missing_torch_names_the_train_extra() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
+    # This checkout runs editable: the command that works here is the clone's (issue 18).
     assert proc.stderr.strip().splitlines() == [
         "portraitseg train: error: torch is not installed; this command needs the 'train' extra: "
-        "pip install 'portraitseg[train]'"
+        f"cd {REPO} && pip install -e '.[train]'"
     ]
+
+
+def test_install_hint_fits_how_the_package_was_installed(tmp_path: Path) -> None:
+    clone = tmp_path / "my clone"
+    (clone / "src" / "portraitseg").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text("[project]\n")
+    site = tmp_path / "venv" / "lib" / "site-packages" / "portraitseg" / "cli.py"
+    wheel = tmp_path / "portraitseg-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    # Running from the clone (editable install, or PYTHONPATH=src).
+    assert hint_for("x", clone / "src" / "portraitseg" / "cli.py", clone) == \
+        f"cd '{clone}' && pip install -e '.[x]'"
+    # `pip install .` from the clone: the clone, not an index that may not have portraitseg.
+    assert hint_for("server", site, clone) == f"cd '{clone}' && pip install '.[server]'"
+    # `pip install FILE.whl`: that wheel, while it exists.
+    assert hint_for("train", site, wheel) == f"pip install '{wheel}[train]'"
+    wheel.unlink()
+    assert hint_for("train", site, wheel) == "pip install 'portraitseg[train]'"
+    assert hint_for("tflite", site, None) == "pip install 'portraitseg[tflite]'"
 
 
 def test_inference_imports_no_torch() -> None:

@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 # name -> one-line help for the top-level listing. Each is a module ``portraitseg.commands.<name>``
 # defining ``add_parser`` (which sets ``func``) with the same help (tests/test_cli.py checks).
@@ -44,20 +45,46 @@ class CLIError(Exception):
 
 
 def missing_extra(exc: ModuleNotFoundError, extra: str | None = None) -> CLIError | None:
+def install_hint(extra: str) -> str:
+    """The pip command that adds ``extra`` to THIS installation: from the clone it runs from
+    (editable) or was installed from (``pip install .``), from the wheel file it came from, else
+    from the index. ``pip install 'portraitseg[x]'`` alone would fetch another copy (or nothing)
+    for a user who installed from a clone."""
+    from .locate import installed_from
+
+    return hint_for(extra, Path(__file__).resolve(), installed_from())
+
+
+def hint_for(extra: str, module_file: Path, source: Path | None) -> str:
+    """:func:`install_hint` for a package whose ``cli.py`` is ``module_file`` and that pip
+    installed from ``source`` (PEP 610; None: from an index)."""
+    import shlex
+
+    checkout = module_file.parents[2] if module_file.parents[1].name == "src" else None
+    if checkout is not None and (checkout / "pyproject.toml").is_file():
+        return f"cd {shlex.quote(str(checkout))} && pip install -e '.[{extra}]'"
+    if source is not None and (source / "pyproject.toml").is_file():
+        return f"cd {shlex.quote(str(source))} && pip install '.[{extra}]'"
+    if source is not None and source.suffix == ".whl" and source.is_file():
+        return f"pip install {shlex.quote(f'{source}[{extra}]')}"
+    return f"pip install 'portraitseg[{extra}]'"
+
+
     """The one-line error for a missing optional dependency (naming the extra that installs
-    it), or None when ``exc`` is about something else (a real bug: let it surface)."""
+    it, and the command that installs it here: :func:`install_hint`), or None when ``exc`` is
+    about something else (a real bug: let it surface)."""
     root = (exc.name or "").split(".")[0]
     if root not in EXTRA_FOR_MODULE:
         return None
     extra = extra or EXTRA_FOR_MODULE[root]
-    hint = f"pip install 'portraitseg[{extra}]'"
-    return CLIError(f"{root} is not installed; this command needs the '{extra}' extra: {hint}")
+    return CLIError(f"{root} is not installed; this command needs the '{extra}' extra: {install_hint(extra)}")
 
 
 @contextmanager
 def requires_extra(extra: str | None = None) -> Iterator[None]:
     """Turn a missing optional dependency imported inside the block into :func:`missing_extra`'s
-    CLIError (e.g. torch for ``train``: ``pip install 'portraitseg[train]'``)."""
+    CLIError (e.g. torch for ``train``: ``pip install 'portraitseg[train]'``, or the clone's
+    ``pip install '.[train]'``)."""
     try:
         yield
     except ModuleNotFoundError as exc:
