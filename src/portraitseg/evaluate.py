@@ -27,11 +27,14 @@ from tqdm import tqdm
 
 from .matting import ALPHA_METRICS, AlphaErrors, alpha_errors, mean_errors
 from .metrics import Aggregate, ImageMetrics, image_metrics
+from .options import Bounds
 from .postprocess import PostprocessConfig, Postprocessor
 from .runtimes import Runtime, output_to_prob
 from .runtimes.contracts import prob_to_image_size
 
 DEFAULT_GALLERY_K = 8
+# A probability strictly inside (0, 1), checked as every option's range is (portraitseg.options).
+THRESHOLD = Bounds(low=0, high=1, low_open=True, high_open=True)
 
 
 @dataclass
@@ -142,15 +145,16 @@ def _dataset_label(dataset: Any) -> str:
 
 
 def check_threshold(value: float, what: str = "threshold") -> float:
-    """The probability threshold must lie strictly between 0 and 1: NaN compares False with
-    everything (nothing would be person) and a value outside (0, 1) makes every pixel the same
-    class, so either would score silently meaningless numbers."""
+    """The probability threshold must lie strictly inside (0, 1) (:data:`THRESHOLD`): NaN
+    compares False with everything (nothing would be person) and a value outside makes every
+    pixel the same class, so either would score silently meaningless numbers."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
-    if not 0.0 < number < 1.0:  # NaN fails every comparison
-        raise ValueError(f"{what} must be in (0, 1); got {value}")
+    problem = THRESHOLD.problem(number)
+    if problem:
+        raise ValueError(f"{what} {problem}; got {value}")
     return number
 
 
