@@ -43,7 +43,7 @@ def parse_colour(value: str | Sequence[int]) -> RGB:
     except ValueError:
         raise ValueError(f"{value!r} is not a colour ({COLOUR_SYNTAX}, e.g. '#3366ff', '3366ff', "
                          f"'51,102,255' or 'green')") from None
-    return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+    return _from_sequence(rgb[:3], shown=value)  # rgb(300,0,0) and hsl(0,200%,50%) parse out of 0..255
 
 
 def parse_colour_or_blur(value: str | Sequence[int]) -> RGB | Literal["blur"]:

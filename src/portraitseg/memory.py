@@ -40,3 +40,21 @@ def keep_freed_memory(trim_threshold: int = TRIM_THRESHOLD, mmap_threshold: int 
     return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(
         mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))
     )
+
+
+def release_freed_memory() -> bool:
+    """Give freed heap memory back to the OS now (glibc ``malloc_trim(0)``, all arenas).
+
+    For long-running processes after a rare large job (the server after a 25 MP image): the
+    thresholds above otherwise keep up to ``trim_threshold`` of freed memory per arena for
+    good. Returns False where the C library is not glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
