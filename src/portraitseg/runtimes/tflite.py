@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,45 @@ from .contracts import (
 
 # Name of the JSON metadata buffer that `portraitseg export` embeds in .tflite files.
 TFLITE_METADATA_KEY = "portraitseg"
+
+# LiteRT's C++ runtime prints this to stderr (fd 2, not Python's logging) when a process's first
+# interpreter gets its XNNPACK delegate, so every command printed it; LiteRT has no switch for it.
+DELEGATE_INFO = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+# fd 2 is process-wide: two threads redirecting it at once would restore each other's pipe.
+_FD2_LOCK = threading.Lock()
+
+
+@contextmanager
+def stderr_without(line: bytes) -> Iterator[None]:
+    """Pass everything written to fd 2 inside the block on to the real stderr as it comes,
+    except lines equal to ``line``: real errors stay visible (also if the process dies in the
+    block), only the known notice is dropped."""
+    with _FD2_LOCK:
+        sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a daemon): nothing to filter
+            yield
+            return
+        read, write = os.pipe()
+        forwarder = threading.Thread(target=_forward, args=(read, saved, line), daemon=True)
+        forwarder.start()
+        os.dup2(write, 2)
+        os.close(write)  # fd 2 is now the pipe's only write end
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)  # closes the pipe's write end: the forwarder reads to its end
+            forwarder.join()
+            os.close(saved)
+
+
+def _forward(read: int, out: int, drop: bytes) -> None:
+    with os.fdopen(read, "rb", buffering=0) as pipe:
+        for text in iter(pipe.readline, b""):
+            while text and text.rstrip(b"\r\n") != drop:
+                text = text[os.write(out, text):]
 
 
 def decode_name(value: bytes | str | None) -> str:
@@ -70,8 +114,9 @@ class TFLiteRuntime(Runtime):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such TFLite model")
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with stderr_without(DELEGATE_INFO):  # printed by allocate_tensors (see DELEGATE_INFO)
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"{path}: not a loadable TFLite model ({exc})") from exc
         self.path, self.name, self._threads = path, name or path.stem, threads
