@@ -7,7 +7,9 @@ for it from where the package came from, not from the current folder:
 1. ``--web-dir`` when given;
 2. ``web/`` beside ``src/`` of the code being run (a checkout, an editable install, PYTHONPATH);
 3. ``web/`` in the folder ``pip install .`` was run from, which pip records in the package's
-   ``direct_url.json`` (PEP 610) - the README's install.
+   ``direct_url.json`` (PEP 610) - the README's install;
+4. ``portraitseg/web/`` inside the installed package: a wheel (``python -m build``) carries the
+   app there, vendored runtime included (in a checkout it is a link to ``web/``).
 
 The page imports ``vendor/ort.min.mjs`` (onnxruntime-web, ~43 MB of .wasm, gitignored).
 ``web/build.sh`` vendors it from npm; an ``onnxruntime-web`` npm package already installed
@@ -22,6 +24,7 @@ import html
 import json
 from pathlib import Path
 
+from .. import locate
 from ..locate import source_roots
 
 RUNTIME_ENTRY = "ort.min.mjs"
@@ -35,7 +38,10 @@ def is_web_app(folder: Path) -> bool:
 
 def candidate_web_dirs() -> list[Path]:
     """Where the web app may be, in order (see the module docstring)."""
-    return [root / "web" for root in source_roots()]
+    # Last, the copy inside the package (from the same place locate.source_roots reasons from):
+    # a clone's web/ comes first, since web/build.sh vendors the runtime there after install.
+    package = Path(locate.__file__).resolve().parent
+    return [root / "web" for root in source_roots()] + [package / "web"]
 
 
 def locate_web_dir(explicit: Path | None = None) -> Path | None:
