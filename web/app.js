@@ -8,6 +8,8 @@ import * as ort from "./vendor/ort.min.mjs";
 let SIZE = 224;
 const MODEL_URL = "/model.onnx";
 const HEALTH_URL = "/healthz";
+// The first screen: this bundled sample photo, segmented, instead of an empty canvas.
+const SAMPLE_URL = "sample.jpg";
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 
@@ -17,6 +19,7 @@ const state = {
   avgMs: { pre: 0, infer: 0, render: 0, total: 0 }, // exponential average for the readout
   mask: new Float32Array(SIZE * SIZE), prev: null, ema: 0.5,
   source: null, bgImage: null, photo: null,
+  photoName: "", photos: 0, // the photo on screen ("sample.jpg" first) and how many were segmented
   snapshot, // test hook: aligned 224x224 mask + downscaled output pixels
 };
 window.__ps = state;
@@ -29,6 +32,8 @@ const personCtx = personCanvas.getContext("2d");
 const output = $("output");
 const outCtx = output.getContext("2d", { willReadFrequently: true });
 let session = null;
+let modelLoaded;
+const modelReady = new Promise((resolve) => { modelLoaded = resolve; });
 let fpsWindow = [];
 let modelWindow = [];
 
@@ -86,6 +91,7 @@ async function loadModel() {
   state.ready = true;
   setStatus(`model ready (${state.backend})`);
   $("camera").disabled = false;
+  modelLoaded();
 }
 
 // ---------------------------------------------------------------- pipeline stages
@@ -129,6 +135,17 @@ function drawCover(ctx, img, w, h) {
   ctx.drawImage(img, (w - dw) / 2, (h - dh) / 2, dw, dh);
 }
 
+function drawBlur(ctx, source, w, h) {
+  // A blurred draw fades to transparent over ~2 radii at its edges, and whatever the canvas held
+  // before showed through there (the "green glow" after the colour background). So: the sharp
+  // frame underneath, and the blurred one drawn 2 radii larger on every side.
+  const r = Math.max(4, Math.round(w / 40));
+  ctx.drawImage(source, 0, 0, w, h);
+  ctx.filter = `blur(${r}px)`;
+  ctx.drawImage(source, -2 * r, -2 * r, w + 4 * r, h + 4 * r);
+  ctx.filter = "none";
+}
+
 function drawBackground(ctx, source, w, h) {
   const mode = $("bg").value;
   if (mode === "color") {
@@ -137,17 +154,34 @@ function drawBackground(ctx, source, w, h) {
   } else if (mode === "image" && state.bgImage) {
     drawCover(ctx, state.bgImage, w, h);
   } else {
-    ctx.filter = `blur(${Math.max(4, Math.round(w / 40))}px)`;
-    ctx.drawImage(source, 0, 0, w, h);
-    ctx.filter = "none";
+    drawBlur(ctx, source, w, h); // "image" before one is chosen, too (the page says so)
+  }
+}
+
+// Display size: the whole picture inside the window (a 384x512 portrait must not be scaled
+// past a 900-px-high window), aspect kept; small pictures are scaled up to the space there is.
+function fitCanvas() {
+  const stage = $("stage");
+  const top = output.getBoundingClientRect().top + window.scrollY;
+  const oneColumn = window.matchMedia("(max-width: 760px)").matches;
+  // One column (phones): leave the first buttons on screen under the picture.
+  let room = window.innerHeight - top - 16;
+  if (oneColumn) room = Math.min(room, window.innerHeight * 0.62);
+  const scale = Math.min(stage.clientWidth / output.width, Math.max(120, room) / output.height);
+  output.style.width = `${Math.floor(output.width * scale)}px`;
+  output.style.height = `${Math.floor(output.height * scale)}px`;
+}
+
+function setCanvasSize(w, h) {
+  if (output.width !== w || output.height !== h) {
+    output.width = w;
+    output.height = h;
+    fitCanvas();
   }
 }
 
 function render(source, w, h) {
-  if (output.width !== w || output.height !== h) {
-    output.width = w;
-    output.height = h;
-  }
+  setCanvasSize(w, h);
   if (personCanvas.width !== w || personCanvas.height !== h) {
     personCanvas.width = w;
     personCanvas.height = h;
@@ -241,6 +275,7 @@ async function startCamera() {
   modelWindow = [];
   $("camera").textContent = "Stop camera";
   $("download").disabled = true;
+  $("hint").hidden = true;
   setStatus(`camera ${video.videoWidth}x${video.videoHeight} (${state.backend})`);
   loop();
 }
@@ -287,14 +322,34 @@ async function loadImageFile(file) {
 
 async function usePhoto(file) {
   if (state.live) stopCamera();
-  const img = await loadImageFile(file);
+  $("hint").hidden = true;
+  await showPhoto(await loadImageFile(file), file.name);
+}
+
+async function showPhoto(img, name) {
+  await modelReady; // a photo chosen while the model loads is segmented once it is there
   state.source = img;
   state.photo = img;
   state.prev = null; // a still photo: no temporal smoothing
   await inferFrame(img, false);
   renderFrame(img);
+  state.photoName = name;
+  state.photos++;
   $("download").disabled = false;
-  setStatus(`photo ${img.naturalWidth}x${img.naturalHeight} (${state.backend})`);
+  const what = name === SAMPLE_URL ? "sample photo" : "photo";
+  setStatus(`${what} ${img.naturalWidth}x${img.naturalHeight} (${state.backend})`);
+}
+
+async function showSample() {
+  const img = new Image();
+  img.src = SAMPLE_URL;
+  await img.decode();
+  if (state.photo || state.live) return; // the user was quicker
+  // The photo itself while the model loads, then the same photo segmented.
+  setCanvasSize(img.naturalWidth, img.naturalHeight);
+  outCtx.drawImage(img, 0, 0);
+  await modelReady;
+  if (!state.photo && !state.live) await showPhoto(img, SAMPLE_URL);
 }
 
 async function redrawPhoto() {
@@ -334,6 +389,13 @@ function fail(err) {
 
 // ---------------------------------------------------------------- wiring
 
+function showBackgroundControls() {
+  const mode = $("bg").value;
+  $("color").hidden = mode !== "color";
+  $("bgimage-label").hidden = mode !== "image";
+  $("bg-hint").hidden = !(mode === "image" && !state.bgImage);
+}
+
 function wire() {
   $("camera").addEventListener("click", () => (state.live ? stopCamera() : startCamera().catch(fail)));
   $("photo").addEventListener("change", (e) => e.target.files[0] && usePhoto(e.target.files[0]).catch(fail));
@@ -342,14 +404,23 @@ function wire() {
     if (!e.target.files[0]) return;
     state.bgImage = await loadImageFile(e.target.files[0]);
     $("bg").value = "image";
+    showBackgroundControls();
     redrawPhoto().catch(fail);
   });
-  for (const id of ["bg", "color"]) $(id).addEventListener("input", () => redrawPhoto().catch(fail));
+  $("bg").addEventListener("input", () => {
+    showBackgroundControls();
+    // "image" with none chosen yet: ask for one now (blur, and a note, until then).
+    if ($("bg").value === "image" && !state.bgImage) $("bgimage").click();
+    redrawPhoto().catch(fail);
+  });
+  $("color").addEventListener("input", () => redrawPhoto().catch(fail));
+  window.addEventListener("resize", fitCanvas);
   $("ema").addEventListener("input", (e) => {
     state.ema = Number(e.target.value);
     $("emaValue").textContent = e.target.value;
   });
-  // URL parameters (used by the browser test, handy for demos): ?bg=color&color=00ff00&ema=0.5&autostart=1
+  // URL parameters (used by the browser test, handy for demos):
+  // ?bg=color&color=00ff00&ema=0.5&autostart=1 (camera at once) &sample=0 (no sample photo)
   if (params.get("bg")) $("bg").value = params.get("bg");
   if (params.get("color")) $("color").value = "#" + params.get("color").replace(/^#/, "");
   if (params.get("ema")) {
@@ -357,9 +428,14 @@ function wire() {
     $("ema").value = params.get("ema");
     $("emaValue").textContent = params.get("ema");
   }
+  showBackgroundControls();
+  fitCanvas();
 }
 
 wire();
+const autostart = params.get("autostart") === "1";
+if (autostart || params.get("sample") === "0") $("hint").hidden = true;
+else showSample().catch(fail);
 loadModel()
-  .then(() => (params.get("autostart") === "1" ? startCamera() : null))
+  .then(() => (autostart ? startCamera() : null))
   .catch(fail);

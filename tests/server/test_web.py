@@ -111,8 +111,8 @@ def browser(camera: tuple[Path, np.ndarray]):
         browser.close()
 
 
-def open_page(browser, url: str, errors: list[str]):
-    page = browser.new_page(viewport={"width": 1000, "height": 800})
+def open_page(browser, url: str, errors: list[str], viewport: tuple[int, int] = (1000, 800)):
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url)
     page.wait_for_function("window.__ps && (window.__ps.ready || window.__ps.error)", timeout=60_000)
@@ -168,7 +168,7 @@ def test_photo_upload_and_cutout_download(browser, base_url: str, vikram: Path, 
     page = open_page(browser, f"{base_url}/?bg=color&color=00ff00", errors)
     photo = vikram / "images" / "vikram_002.jpg"
     page.set_input_files("#photo", str(photo))
-    page.wait_for_function("!document.getElementById('download').disabled", timeout=60_000)
+    page.wait_for_function("window.__ps.photoName === 'vikram_002.jpg'", timeout=60_000)
     mask, pixels = snapshot(page)
     assert iou(mask > 0.5, truth_224(vikram, "vikram_002")) > 0.7
     assert np.abs(pixels[mask < 0.02] - GREEN).mean() < 12
@@ -184,5 +184,96 @@ def test_photo_upload_and_cutout_download(browser, base_url: str, vikram: Path, 
     alpha = np.asarray(cut)[..., 3]
     truth = np.asarray(Image.open(vikram / "masks" / "vikram_002.png").convert("L")) >= 128
     assert iou(alpha >= 128, truth) > 0.7
+    assert not errors, errors
+    page.close()
+
+
+# --------------------------------------------------------------------------- first screen (issue 18)
+
+
+def box(page, selector: str) -> dict[str, float]:
+    b = page.locator(selector).bounding_box()
+    assert b is not None, f"{selector} is not displayed"
+    return b
+
+
+def in_viewport(b: dict[str, float], w: int, h: int) -> bool:
+    return b["x"] >= 0 and b["y"] >= 0 and b["x"] + b["width"] <= w + 0.5 and b["y"] + b["height"] <= h + 0.5
+
+
+def canvas_fits(page, w: int, h: int, aspect: float) -> None:
+    b = box(page, "#output")
+    assert in_viewport(b, w, h), f"canvas {b} is not inside the {w}x{h} window"
+    assert abs(b["width"] / b["height"] - aspect) < 0.02, f"canvas {b}: aspect not {aspect:.3f}"
+
+
+@pytest.mark.parametrize("viewport", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
+def test_first_screen_is_the_sample_photo_segmented(browser, base_url: str, artifacts: Path,
+                                                    viewport: tuple[int, int]) -> None:
+    """Before issue 18 the page opened on a large black canvas with no hint."""
+    errors: list[str] = []
+    page = open_page(browser, base_url + "/", errors, viewport)
+    page.wait_for_function("window.__ps.photoName === 'sample.jpg'", timeout=60_000)
+    mask, _ = snapshot(page)
+    # The same photo through the Python pipeline, at the browser mask's 224x224.
+    from portraitseg.inference import Segmenter
+
+    sample = WEB / "sample.jpg"
+    python = Segmenter(backend="onnx", threads=1).mask(str(sample))
+    python_224 = np.asarray(Image.fromarray(python).resize((224, 224), Image.BILINEAR)) > 0.5
+    assert 0.15 < (mask > 0.5).mean() < 0.85
+    assert iou(mask > 0.5, python_224) > 0.85
+    w, h = viewport
+    canvas_fits(page, w, h, 1.0)  # the 512x512 sample
+    for selector in ("#camera", "#photo-label", "#hint"):
+        assert page.locator(selector).is_visible(), selector
+        assert in_viewport(box(page, selector), w, h), f"{selector} is below the fold at {w}x{h}"
+    assert page.locator("#camera").is_enabled()
+    page.screenshot(path=str(artifacts / f"web-{w}x{h}.png"))
+    assert not errors, errors
+    page.close()
+
+
+def test_portrait_fits_the_window(browser, base_url: str, tmp_path: Path) -> None:
+    """A 384x512 portrait was scaled to the column width, past a 900-px-high window."""
+    errors: list[str] = []
+    page = open_page(browser, base_url + "/", errors, (1280, 900))
+    portrait = tmp_path / "portrait.jpg"
+    Image.open(WEB / "sample.jpg").crop((64, 0, 448, 512)).save(portrait)
+    page.set_input_files("#photo", str(portrait))
+    page.wait_for_function("window.__ps.photoName === 'portrait.jpg'", timeout=60_000)
+    canvas_fits(page, 1280, 900, 384 / 512)
+    assert box(page, "#output")["height"] > 600  # fitted, not left small
+    page.set_viewport_size({"width": 1000, "height": 600})  # the window shrinks: the picture follows
+    page.wait_for_timeout(200)
+    canvas_fits(page, 1000, 600, 384 / 512)
+    assert not errors, errors
+    page.close()
+
+
+def test_image_background_before_choosing_one(browser, base_url: str, artifacts: Path) -> None:
+    """Choosing "image" before uploading one showed the blur with a green glow at its edges
+    (the previous colour frame showing through the blur's transparent border)."""
+    errors: list[str] = []
+    page = open_page(browser, f"{base_url}/?bg=color&color=00ff00", errors, (1280, 900))
+    page.wait_for_function("window.__ps.photoName === 'sample.jpg'", timeout=60_000)
+    page.select_option("#bg", "image")
+    page.wait_for_timeout(300)
+    assert page.locator("#bg-hint").is_visible() and page.locator("#bgimage-label").is_visible()
+    assert not page.locator("#color").is_visible()
+    snap = page.evaluate("window.__ps.snapshot()")
+    rgba = np.asarray(snap["pixels"], np.int32).reshape(224, 224, 4)
+    mask = np.asarray(snap["mask"], np.float32).reshape(224, 224)
+    assert (rgba[..., 3] == 255).all()  # no see-through border
+    r, g, b = rgba[..., 0], rgba[..., 1], rgba[..., 2]
+    green = (g > r + 60) & (g > b + 60)
+    assert green.mean() < 0.002, f"{green.mean():.1%} green pixels"
+    # It is the blur: the same pixels as the blur background.
+    page.select_option("#bg", "blur")
+    page.wait_for_timeout(300)
+    blur = np.asarray(page.evaluate("window.__ps.snapshot()")["pixels"], np.int32).reshape(224, 224, 4)
+    bg = mask < 0.02
+    assert bg.sum() > 1000 and np.abs(blur[bg] - rgba[bg]).mean() < 2
+    page.screenshot(path=str(artifacts / "image-background-pending.png"))
     assert not errors, errors
     page.close()
