@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "train": "train a model on cached data",
     "eval": "evaluate models (ours and peers) on labelled datasets",
     "predict": "segment images: masks, cut-outs, composites, preview grids",
+    "bulk": "segment many images on a Ray cluster (predict's outputs, resumable)",
     "export": "export a model to ONNX or TFLite",
     "bench": "per-stage latency of the video pipeline, ours vs peers",
     "prepare": "composite labelled people onto random backgrounds (offline)",
