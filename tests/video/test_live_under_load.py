@@ -145,3 +145,33 @@ def test_webcam_fast_on_a_real_photo_clip_has_no_unmasked_frames(shared_data: Pa
     assert stats["captured"] == stats["rendered"] == len(clip)
     assert stats["unmasked"] == 0 and stats["unmasked_after_first_mask"] == 0
     assert stats["max_mask_age"] <= stats["max_mask_age_limit"]
+
+
+def test_camera_shows_no_frame_before_the_first_mask(frames: list[np.ndarray]) -> None:
+    """Issue 18: the first frames used to be drawn without a mask, i.e. replaced everywhere,
+    person included. Now rendering starts with the first mask (the frames captured meanwhile
+    wait in the render queue)."""
+    camera = FakeCamera(frames)
+
+    def model(frame: np.ndarray) -> np.ndarray:
+        if camera.i < 4:  # the first mask comes late: frames 0-3 are captured before it
+            _until(lambda: camera.i >= 4, "the camera to deliver 4 frames")
+        return _lowres_fake(frame)
+
+    green = np.array([0, 255, 0], np.uint8)
+    live = LivePipeline(camera, Pipeline(FakeRuntime(model), ModelConfig().postprocess), (0, 255, 0),
+                        LiveConfig(max_mask_age=8))
+    first: list[np.ndarray] = []
+    infos: list[FrameInfo] = []
+
+    def sink(out: np.ndarray, info: FrameInfo) -> bool:
+        if not infos:
+            first.append(out.copy())
+        infos.append(info)
+        return True
+
+    stats = live.run(sink)
+    assert infos[0].index == 0 and infos[0].masked and stats.unmasked == 0
+    person = np.any(first[0] != green, axis=2)  # pixels kept from the frame
+    assert person.mean() > 0.05, "the first frame was replaced everywhere"
+    _check_stats(stats, infos, 8)

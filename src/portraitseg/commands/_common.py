@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import os
 import signal
-from collections.abc import Iterator
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ..options import flag_name, flag_type
@@ -54,6 +59,94 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# --------------------------------------------------------------------------- outputs
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: symbolic links, hard links and ``..`` resolved."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Create and delete a file in ``folder``: the one sure test that it can be written (a
+    read-only mount, missing permissions), done before any work. ``what`` names the output."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what}: output folder {folder} does not exist")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".portraitseg-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OSError(f"{what}: cannot write in {folder}: {exc.strerror}") from None
+
+
+def check_outputs(outputs: Mapping[str, Path | None], inputs: Mapping[str, Path | None],
+                  overwrite: bool) -> None:
+    """Before any work, refuse (one line each): an output that is one of the inputs or another
+    output (compared after resolving links: ``--json IN`` or a link to IN as OUT), an existing
+    output unless ``overwrite``, and an output whose folder is missing or cannot be written.
+
+    Keys name each path in the messages (``"OUT"``, ``"--json"``); None values are skipped, and
+    inputs that are not files (a camera index, a colour) are ignored. Input clashes are refused
+    even with ``overwrite``: nothing a command reads is ever replaced.
+    """
+    outs = {label: Path(p) for label, p in outputs.items() if p is not None}
+    ins = {label: Path(p) for label, p in inputs.items() if p is not None and Path(p).is_file()}
+    seen: dict[str, Path] = {}
+    for label, out in outs.items():
+        for in_label, src in ins.items():
+            if same_file(out, src):
+                raise ValueError(f"{label} {out} is the input {in_label} ({src}); refusing to overwrite it")
+        for other_label, other in seen.items():
+            if same_file(out, other):
+                raise ValueError(f"{label} {out} is also {other_label}; give them different names")
+        seen[label] = out
+        if out.is_dir():
+            raise ValueError(f"{label} {out} is a folder; give a file name")
+        if (out.exists() or out.is_symlink()) and not overwrite:
+            raise ValueError(f"{label} {out} exists (use --overwrite to replace it)")
+        check_writable_folder(out.parent, f"{label} {out}")
+
+
+def os_error_line(exc: OSError) -> str:
+    """``path: reason`` for an OSError from the file system, its own message otherwise."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+def write_errors_exit_1(command: str) -> Callable[[Callable[[argparse.Namespace], int]],
+                                                   Callable[[argparse.Namespace], int]]:
+    """Decorate a command's ``run``: an OSError (disk full, read-only folder, an encoder that
+    died) becomes one line on stderr and exit code 1 instead of a traceback. A missing file is
+    left to the CLI (its one line, exit code 2, like other bad input)."""
+
+    def decorate(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(run)
+        def guarded(args: argparse.Namespace) -> int:
+            try:
+                return run(args)
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                print(f"portraitseg {command}: error: {os_error_line(exc)}", file=sys.stderr)
+                return 1
+
+        return guarded
+
+    return decorate
+
+
+def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (an output that is an input is always refused)")
+
+
 def add_max_pixels_flag(parser: argparse.ArgumentParser, default: int) -> None:
     """``--max-pixels N`` (the one limit of ``defaults.MAX_PIXELS``), for every image reader."""
     parser.add_argument("--max-pixels", type=positive_int, default=default, metavar="N",
@@ -64,8 +157,6 @@ def add_max_pixels_flag(parser: argparse.ArgumentParser, default: int) -> None:
 def report_skipped(skipped: list[str]) -> int:
     """Print ``skipped: <reason>`` per skipped file and a count; returns how many (the commands
     then exit 1, so a skipped file never passes silently)."""
-    import sys
-
     for msg in skipped:
         print(f"skipped: {msg}", file=sys.stderr)
     if skipped:

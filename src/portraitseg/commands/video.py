@@ -4,18 +4,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
 
-from ._common import add_config_flags, add_postprocess_flags, config_from_args, postprocess_config
+from ._common import (
+    add_config_flags,
+    add_overwrite_flag,
+    add_postprocess_flags,
+    check_outputs,
+    config_from_args,
+    postprocess_config,
+    same_file,
+    sigterm_as_exit,
+    write_errors_exit_1,
+)
+
+ALPHA_FRAME = re.compile(r"frame_\d{6}\.png")
 
 DESCRIPTION = """\
-Segment every frame of IN and write OUT with the same fps and size. The codec follows OUT's
-extension: .mp4/.m4v/.mov -> H.264 through ffmpeg when installed (else mp4v, MPEG-4 Part 2,
-with a warning), .avi/.mkv -> MJPG. Audio is copied with
-ffmpeg when it is installed. OUT is written to a temp file and renamed at the end; Ctrl-C keeps
-the frames done so far (a playable file).
+Segment every frame of IN and write OUT with the same size and frame rate. The codec follows
+OUT's extension: .mp4/.m4v/.mov -> H.264 through ffmpeg when installed (else mp4v, MPEG-4 Part
+2, with a warning), .avi/.mkv -> MJPG. A variable-frame-rate IN is written at its average rate,
+frames repeated or dropped by their timestamps so that the picture stays in sync with the
+audio. OpenCV's encoders drop the last column/row of an odd frame size (the summary says so).
+Audio is copied with ffmpeg when it is installed.
+
+Outputs (OUT, --json, --alpha frames) never replace an input, nor an existing file unless
+--overwrite; the output folder must be writable before anything is decoded. OUT is written to a
+temp file, read back and renamed at the end: a failure (disk full, an encoder that stopped)
+leaves no OUT, prints one line and exits 1. Ctrl-C keeps the frames done so far (a playable
+file); a second Ctrl-C stops at once and keeps nothing.
 
 --bench measures end-to-end frames/s on a generated 1280x720 clip (decode + model + smoothing
 + background replacement + encode) and prints/writes JSON.
@@ -41,6 +61,7 @@ def add_common_effect_args(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from ..bench.video import BENCH_FRAMES
+    from ..video.io import CODECS
 
     parser = subparsers.add_parser(
         "video",
@@ -50,7 +71,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add = parser.add_argument
     add("input", nargs="?", metavar="IN", help="input video file")
-    add("output", nargs="?", metavar="OUT", help="output video file (.mp4 or .avi)")
+    add("output", nargs="?", metavar="OUT",
+        help=f"output video file: {', '.join(CODECS)} (the codec follows the extension)")
     add_common_effect_args(parser)
     add("--alpha", metavar="DIR", type=Path, help="also write RGBA PNGs (frame_000000.png, ...) to DIR")
     add("--no-audio", action="store_true", help="do not copy the audio track")
@@ -58,9 +80,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--bench-frames", type=int, default=BENCH_FRAMES, metavar="N",
         help="frames in the benchmark clip (default: %(default)s)")
     add(
-        "--json", metavar="PATH", type=Path, help="write the run's numbers (fps, per-stage ms, codec) as JSON"
+        "--json", metavar="PATH", type=Path,
+        help="write the run's numbers (fps, per-stage ms, codec) as JSON to PATH (--bench without "
+        "--json prints them)"
     )
     add("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -74,6 +99,41 @@ def model_config(args: argparse.Namespace):
     return cfg
 
 
+def background_input(background: str | None) -> Path | None:
+    """``--background`` when it names a file (an image or video that is read while writing)."""
+    return Path(background) if background and Path(background).is_file() else None
+
+
+def _check_alpha_dir(folder: Path | None, inputs: dict[str, Path | None], outputs: dict[str, Path | None],
+                     overwrite: bool) -> None:
+    """--alpha DIR: refuse another output's name, a file, earlier frames (unless --overwrite)
+    and an input among the frame names (never replaced)."""
+    if folder is None:
+        return
+    for label, out in outputs.items():
+        if out is not None and same_file(folder, out):
+            raise ValueError(f"--alpha {folder} is also {label}; give them different names")
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ValueError(f"--alpha {folder} is a file; give a folder")
+    for label, src in inputs.items():
+        if src is not None and ALPHA_FRAME.fullmatch(src.name) and same_file(src.parent, folder):
+            raise ValueError(f"--alpha {folder} holds the input {label} ({src}); give another folder")
+    frames = [p for p in folder.iterdir() if ALPHA_FRAME.fullmatch(p.name)]
+    if frames and not overwrite:
+        raise ValueError(f"--alpha {folder} already holds {len(frames)} frame_*.png (use --overwrite to "
+                         "replace them)")
+
+
+def _remove_old_frames(folder: Path, frames: int) -> None:
+    """After --overwrite: frames of an earlier, longer run would otherwise follow the new ones."""
+    for p in folder.iterdir():
+        if ALPHA_FRAME.fullmatch(p.name) and int(p.name[6:12]) >= frames:
+            p.unlink(missing_ok=True)
+
+
+@write_errors_exit_1("video")
 def run(args: argparse.Namespace) -> int:
     from ..bench.video import run_video_bench
     from ..video import VideoConfig, parse_effect, process_file
@@ -82,35 +142,58 @@ def run(args: argparse.Namespace) -> int:
         model=model_config(args), alpha_dir=args.alpha, copy_audio=not args.no_audio, progress=not args.quiet
     )
     if args.bench:
+        check_outputs({"--json": args.json}, {}, args.overwrite)
         named = args.output or args.input  # `video --bench OUT.avi` picks the codec by extension
         ext = Path(named).suffix if named else ".mp4"
         with tempfile.TemporaryDirectory(prefix="portraitseg-bench-") as tmp:
             report = run_video_bench(Path(tmp), ext, args.bench_frames, cfg)
-        _emit(report, args.json)
+        emit_json(report, args.json)
         return 0
     if not args.input or not args.output:
         raise ValueError("give IN and OUT (or --bench)")
-    src = Path(args.input)
+    src, dst = Path(args.input), Path(args.output)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
+    inputs = {"IN": src, "--background": background_input(args.background)}
+    outputs = {"OUT": dst, "--json": args.json}
+    check_outputs(outputs, inputs, args.overwrite)
+    _check_alpha_dir(args.alpha, inputs, outputs, args.overwrite)
     cfg.effect = parse_effect(args.background, args.mask_only)
-    result = process_file(src, Path(args.output), cfg)
-    report = result.to_dict()
+    with sigterm_as_exit():  # a `kill` deletes the unfinished temp file like a failure does
+        result = process_file(src, dst, cfg)
+    if args.alpha is not None and args.overwrite:
+        _remove_old_frames(args.alpha, result.frames)
     if args.json:
-        _emit(report, args.json)
-    print(
-        f"{args.output}: {result.frames} frames {result.size[0]}x{result.size[1]} @ {result.fps:.2f} fps, "
-        f"{result.codec}; {result.throughput_fps:.1f} frames/s end to end; audio {result.audio}",
-        file=sys.stderr,
-    )
+        emit_json(result.to_dict(), args.json)
+    print(_summary(dst, result), file=sys.stderr)
     if result.interrupted:
         print("interrupted: kept the frames written so far", file=sys.stderr)
         return 130
     return 0
 
 
-def _emit(report: dict, path: Path | None) -> None:
+def _summary(dst: Path, result) -> str:
+    """The one-line report, true to what was written (size and frame count included)."""
+    w, h = result.size
+    size = f"{w}x{h}"
+    if result.size != result.size_in:
+        size = f"{result.size_in[0]}x{result.size_in[1]} written as {size}"
+    frames = f"{result.frames} frames"
+    if result.resampled:
+        frames += f" (variable frame rate: {result.frames_in} input frames resampled by timestamp)"
+    return (f"{dst}: {frames} {size} @ {result.fps:.2f} fps, {result.codec}; "
+            f"{result.throughput_fps:.1f} frames/s end to end; audio {result.audio}")
+
+
+def emit_json(report: dict, path: Path | None) -> None:
+    """The JSON report: to ``path`` (atomically) when given, else to stdout."""
+    from ..data.io import write_atomic
+
     text = json.dumps(report, indent=2)
-    print(text)
-    if path is not None:
-        path.write_text(text + "\n")
+    if path is None:
+        print(text)
+        return
+    try:
+        write_atomic(path, (text + "\n").encode())
+    except OSError as exc:  # a failed write() names no file: say which
+        raise OSError(f"--json {path}: {exc.strerror or exc}") from None

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._common import add_config_flags, config_from_args
-from .video import add_common_effect_args
+from ._common import (
+    add_config_flags,
+    add_overwrite_flag,
+    check_outputs,
+    config_from_args,
+    sigterm_as_exit,
+    write_errors_exit_1,
+)
+from .video import add_common_effect_args, background_input, emit_json, model_config
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,8 +28,14 @@ never waits for the model; the model always takes the newest frame and skips the
 computed from frame i is used for frames i-N..i+N (N = --max-mask-age); masks further away are
 not used. A file read with --fast waits for a mask within N frames instead (no unmasked frames).
 
+Rendering starts with the first mask (frames are never shown before one exists, so the
+background is hidden from the first frame on).
+
 With a display: a window (keys: b = next effect, s = smoothing on/off, m = overlay, q/Esc =
-quit). Headless: --output FILE (and --max-frames N); status lines go to stderr.
+quit). Headless: --output FILE (and --max-frames N); status lines go to stderr. --output and
+--json never replace the source or --background, nor an existing file unless --overwrite; the
+file is written under a temp name, read back and renamed when the run ends (Ctrl-C included),
+and a write failure (disk full, ...) leaves no file, prints one line and exits 1.
 """
 
 
@@ -40,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("source", nargs="?", default="0", help="camera index, stream URL or video file (default: 0)")
     add_common_effect_args(parser)
     add("--show-mask", action="store_true", help="show the mask instead of the composite")
-    add("--output", metavar="FILE", type=Path, help="write the rendered frames to FILE (.mp4/.avi); headless")
+    add("--output", metavar="FILE", type=Path,
+        help="write the rendered frames to FILE (.mp4, .m4v, .mov, .avi or .mkv); headless")
     add_config_flags(parser, LiveConfig, only=("max_frames", "max_mask_age"))
     add(
         "--fast",
@@ -57,6 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=Path,
         help="write the run's stats (fps, mask age, per-stage ms) as JSON",
     )
+    add_overwrite_flag(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -106,33 +120,43 @@ class _VirtualCam:
         self.cam.send(frame)
 
 
-def run(args: argparse.Namespace) -> int:
-    import cv2
+def _source_file(source: str) -> Path | None:
+    """The source when it is a video file (not a camera index or a stream URL)."""
+    return None if source.isdigit() or "://" in source else Path(source)
 
-    from ..video import (
-        LiveConfig,
-        LivePipeline,
-        codec_for,
-        draw_overlay,
-        open_pipeline,
-        open_source,
-        parse_effect,
-    )
-    from ..video.writer import open_writer
-    from .video import model_config
+
+@write_errors_exit_1("webcam")
+def run(args: argparse.Namespace) -> int:
+    from ..video.output import VideoOutput
 
     mcfg = model_config(args)
     window = args.output is None and has_display()
     if args.output is None and not window and not args.virtual_cam:
         raise ValueError("no display available: give --output FILE (or --virtual-cam)")
-    if args.output is not None:
-        codec_for(args.output)
+    source = _source_file(str(args.source))
+    check_outputs({"--output": args.output, "--json": args.json},
+                  {"SOURCE": source, "--background": background_input(args.background)}, args.overwrite)
+    # Reserved before the source is opened: an unwritable folder fails before any frame is read.
+    output = VideoOutput(args.output) if args.output is not None else None
+    try:
+        with sigterm_as_exit():
+            return _live(args, mcfg, window, source is not None, output)
+    except BaseException:
+        if output is not None:
+            output.discard()
+        raise
+
+
+def _live(args: argparse.Namespace, mcfg, window: bool, is_file: bool, output) -> int:
+    import cv2
+
+    from ..video import LiveConfig, LivePipeline, draw_overlay, open_pipeline, open_source, parse_effect
+
     effect = parse_effect(args.background, args.mask_only or args.show_mask)
     cap = open_source(args.source)
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     fps = fps if 1 <= fps <= 240 else 30.0
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    is_file = not str(args.source).isdigit() and "://" not in str(args.source)
     cfg = config_from_args(
         LiveConfig, args, only=("max_frames", "max_mask_age"),
         pace_fps=fps if (is_file and not args.fast) else None,
@@ -142,16 +166,17 @@ def run(args: argparse.Namespace) -> int:
     proc = open_pipeline(mcfg)
     pipe = LivePipeline(cap, proc, effect, cfg)
     vcam = _VirtualCam(width, height, fps) if args.virtual_cam else None
-    writer = open_writer(args.output, fps, (width, height)) if args.output is not None else None
+    if output is not None:
+        output.open(fps, (width, height))
     effects, state = _effects(effect), {"i": 0, "overlay": True}
 
     def sink(out: np.ndarray, info) -> bool:
         shown = (
             draw_overlay(out, pipe.status_line()) if (window and state["overlay"]) or args.overlay else out
         )
-        if writer is not None:
+        if output is not None:
             code = cv2.COLOR_GRAY2BGR if shown.ndim == 2 else cv2.COLOR_RGB2BGR
-            writer.write(cv2.cvtColor(shown, code))
+            output.write(cv2.cvtColor(shown, code))
         if vcam is not None:
             vcam.send(shown)
         if not window:
@@ -174,17 +199,17 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         stats = pipe.run(sink, log=None if window else log)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # keep what was rendered, like `video`
         stats = pipe._finish()
     finally:
-        if writer is not None:
-            writer.release()
         if window:
             cv2.destroyAllWindows()
+    if output is not None:
+        output.finish()
+        output.publish()
     report = stats.to_dict()
     report["max_mask_age_limit"] = cfg.max_mask_age
-    text = json.dumps(report, indent=2)
     if args.json:
-        args.json.write_text(text + "\n")
+        emit_json(report, args.json)
     print(pipe.status_line(), file=sys.stderr)
     return 0

@@ -1,11 +1,17 @@
-"""Video file -> file: every frame segmented, the effect written with the same fps and size.
+"""Video file -> file: every frame segmented, the effect written at the input's frame rate.
 
 A four-stage pipeline so that both cores work: a decode thread reads and converts frames, the
 main thread runs the model (+ temporal smoothing), a render thread post-processes and
 composites, an encode thread converts and writes (bounded queues between them; OpenCV and the
-model runtimes release the GIL). Every frame gets its own mask. The output is written to a
-hidden temp file beside OUT and renamed when done, and a Ctrl-C finalises the frames written so
-far, so OUT is always a playable file.
+model runtimes release the GIL). Every blocking queue operation polls the run's stop signals
+(:class:`_Flow`), so a stage that dies (the encoder on a full disk, say) ends the run within a
+fraction of a second with its error instead of leaving the others waiting forever.
+
+The output is constant frame rate at the input's (average) rate. A variable-frame-rate input is
+resampled onto that grid by its frame timestamps (a frame is repeated or dropped where the
+input's spacing differs), so the picture stays in sync with the copied audio; a constant-rate
+input maps one to one. The file is written through :class:`~.output.VideoOutput` (temp file,
+read back, renamed); a Ctrl-C finalises the frames done so far, so OUT is a playable file.
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ from ..pipeline import Pipeline, StageTimes
 from ..runtimes import Runtime
 from ..temporal import SmoothingConfig
 from .effects import Effect, ModelConfig, open_pipeline, render_effect
-from .io import codec_for, copy_audio, open_video
-from .writer import FrameWriter, open_writer
+from .io import copy_audio, open_video
+from .output import VideoOutput
+from .writer import WriteError
 
 _SENTINEL = None
+POLL_S = 0.1  # how often a waiting stage checks the stop signals
+ABORT_WAIT_S = 2.0  # how long a failed run waits for its stages before deleting the output
 
 
 @dataclass
@@ -48,24 +57,33 @@ class VideoConfig:
 
 @dataclass
 class VideoResult:
-    frames: int
-    fps: float  # the input's (and output's) frame rate
-    size: tuple[int, int]  # (width, height)
+    frames: int  # written (after resampling a variable-frame-rate input)
+    fps: float  # the output's constant frame rate (the input's average)
+    size: tuple[int, int]  # (width, height) as written
     codec: str
     wall_s: float
     interrupted: bool
-    audio: str  # "copied", "none" or why not
+    audio: str  # "copied", "none ...", or why not
     stage_ms: dict[str, float]
+    frames_in: int = 0  # input frames read
+    size_in: tuple[int, int] = (0, 0)  # the input's (width, height)
 
     @property
     def throughput_fps(self) -> float:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def resampled(self) -> bool:
+        """Frames were repeated or dropped to keep a variable-rate input's timing."""
+        return self.frames != self.frames_in and not self.interrupted
+
     def to_dict(self) -> dict[str, object]:
         return {
             "frames": self.frames,
+            "frames_in": self.frames_in,
             "fps_in": round(self.fps, 3),
             "size": list(self.size),
+            "size_in": list(self.size_in),
             "codec": self.codec,
             "wall_s": round(self.wall_s, 3),
             "end_to_end_fps": round(self.throughput_fps, 2),
@@ -75,139 +93,148 @@ class VideoResult:
         }
 
 
-def _temp_path(dst: Path) -> Path:
-    # Same folder (so the final rename is atomic) and same extension (the container follows it).
-    return dst.with_name(f".{dst.stem}.part{os.getpid()}{dst.suffix}")
+class _Flow:
+    """The stop signals and first error shared by the pipeline's threads.
 
-
-def _decode(
-    cap: cv2.VideoCapture, first: np.ndarray, out: queue.Queue, stop: threading.Event, times: StageTimes
-) -> None:
-    frame: np.ndarray | None = first
-    try:
-        while frame is not None and not stop.is_set():
-            t0 = time.perf_counter()
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            times.add("decode", time.perf_counter() - t0)
-            while not stop.is_set():
-                try:
-                    out.put(rgb, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            t0 = time.perf_counter()
-            ok, frame = cap.read()
-            times.add("decode", time.perf_counter() - t0)
-            if not ok:
-                frame = None
-    finally:
-        out.put(_SENTINEL)  # the consumer drains on stop, so this never blocks for long
-
-
-def _encode(
-    writer: FrameWriter, alpha_dir: Path | None, inp: queue.Queue, times: StageTimes, written: list[int]
-) -> None:
-    while True:
-        item = inp.get()
-        if item is _SENTINEL:
-            return
-        out, rgba = item
-        t0 = time.perf_counter()
-        code = cv2.COLOR_GRAY2BGR if out.ndim == 2 else cv2.COLOR_RGB2BGR
-        writer.write(cv2.cvtColor(out, code))
-        if alpha_dir is not None and rgba is not None:
-            cv2.imwrite(
-                str(alpha_dir / f"frame_{written[0]:06d}.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
-            )
-        written[0] += 1
-        times.add("encode", time.perf_counter() - t0)
-
-
-def process_file(
-    src: str | Path,
-    dst: str | Path,
-    cfg: VideoConfig | None = None,
-    runtime: Runtime | None = None,
-    on_frame: Callable[[int, np.ndarray], None] | None = None,
-) -> VideoResult:
-    """Segment every frame of ``src`` and write the effect to ``dst`` (same fps and size).
-
-    ``runtime`` replaces the model of ``cfg.model`` (tests, an already-open model).
-    ``on_frame(index, rgb)`` is called before each frame is processed (progress hooks, tests).
-    A ``KeyboardInterrupt`` stops the run, finalises the frames written so far and returns a
-    result with ``interrupted=True``.
+    ``reading_done``: decoding stops (end of input or Ctrl-C); frames already decoded are still
+    rendered and written. ``aborted``: a stage failed (or a second Ctrl-C); every stage stops at
+    once and the output is deleted.
     """
-    cfg = cfg or VideoConfig()
-    src, dst = Path(src), Path(dst)
-    codec_for(dst)  # the extension check, before anything is opened
-    cap, first, fps = open_video(src)
-    h, w = first.shape[:2]
-    if not dst.parent.is_dir():
-        cap.release()
-        raise FileNotFoundError(f"{dst.parent}: output folder does not exist")
-    if cfg.alpha_dir is not None:
-        cfg.alpha_dir.mkdir(parents=True, exist_ok=True)
-    times = StageTimes()
-    if runtime is None:
-        pipe = open_pipeline(cfg.model, times)
-    else:
-        smoothing = SmoothingConfig() if cfg.model.smoothing else None
-        pipe = Pipeline(runtime, cfg.model.postprocess, smoothing, times)
-    tmp = _temp_path(dst)
-    try:
-        writer = open_writer(tmp, fps, (w, h), name=str(dst))
-    except ValueError:
-        cap.release()
-        raise
-    codec = writer.codec
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    decoded: queue.Queue = queue.Queue(cfg.queue_size)
-    encoded: queue.Queue = queue.Queue(cfg.queue_size)
-    stop, written = threading.Event(), [0]
-    rendering: queue.Queue = queue.Queue(cfg.queue_size)
-    dec = threading.Thread(target=_decode, args=(cap, first, decoded, stop, times), daemon=True)
-    enc = threading.Thread(target=_encode, args=(writer, cfg.alpha_dir, encoded, times, written), daemon=True)
-    errors: list[BaseException] = []
-    ren = threading.Thread(target=_render, args=(pipe, cfg, rendering, encoded, errors), daemon=True)
-    ren.start()
-    interrupted, n = False, 0
-    from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="frame", disable=not cfg.progress, file=sys.stderr)
-    t_start = time.perf_counter()
-    dec.start()
-    enc.start()
-    try:
-        while True:
-            frame = decoded.get()
-            if frame is _SENTINEL:
-                break
-            if on_frame is not None:
-                on_frame(n, frame)
-            rendering.put((frame, pipe.lowres(frame)))
-            n += 1
-            bar.update(1)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        stop.set()
-        while dec.is_alive():  # unblock the decoder if it waits on a full queue
+    def __init__(self) -> None:
+        self.reading_done = threading.Event()
+        self.aborted = threading.Event()
+        self.errors: list[BaseException] = []
+
+    def fail(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+        self.aborted.set()
+
+    def put(self, q: queue.Queue, item: object, reader: bool = False) -> bool:
+        """Put unless the run aborts (or, for the reader, reading is done); False if not put."""
+        while not self.aborted.is_set() and not (reader and self.reading_done.is_set()):
             try:
-                decoded.get(timeout=0.05)
+                q.put(item, timeout=POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, q: queue.Queue) -> object:
+        """The next item, or the sentinel when the run aborts."""
+        while not self.aborted.is_set():
+            try:
+                return q.get(timeout=POLL_S)
             except queue.Empty:
-                pass
-        rendering.put(_SENTINEL)  # the render thread forwards it to the encoder
-        ren.join()
-        enc.join()
-        writer.release()
-        cap.release()
-        bar.close()
-    wall = time.perf_counter() - t_start
-    if errors:
-        tmp.unlink(missing_ok=True)
-        raise errors[0]
-    audio = _finalise(src, tmp, dst, cfg.copy_audio and not interrupted)
-    return VideoResult(written[0], fps, (w, h), codec, wall, interrupted, audio, times.ms())
+                continue
+        return _SENTINEL
+
+    def thread(self, target: Callable[..., None], *args: object) -> threading.Thread:
+        def run() -> None:
+            try:
+                target(*args)
+            except BaseException as exc:  # any stage's error ends the run, reported by process_file
+                self.fail(exc)
+
+        return threading.Thread(target=run, daemon=True)
+
+    def join(self, threads: list[threading.Thread], timeout: float | None = None) -> None:
+        """Wait for the stages (at most ``timeout`` s). In short steps: a second Ctrl-C must
+        reach the main thread promptly."""
+        end = None if timeout is None else time.perf_counter() + timeout
+        for t in threads:
+            while t.is_alive() and (end is None or time.perf_counter() < end):
+                t.join(POLL_S)
+
+
+class _Timeline:
+    """Input frame timestamps -> how many output frames each one fills on a constant-rate grid.
+
+    A frame starting at ``t`` (seconds since the first frame) starts at output frame
+    ``round(t * fps)``; it fills the slots up to the next frame's start (0: dropped, 2+:
+    repeated). A missing or non-increasing timestamp (some containers' glitches) counts as one
+    frame after the previous one, so a constant-rate input always maps one to one.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.t0: float | None = None
+        self.last: float | None = None
+
+    def start_slot(self, msec: float) -> int:
+        t = msec / 1000.0
+        if self.t0 is None:
+            self.t0 = t
+        if self.last is not None and not t > self.last:
+            t = self.last + 1.0 / self.fps
+        self.last = t
+        return int(np.floor((t - self.t0) * self.fps + 0.5))
+
+
+def _decode(cap: cv2.VideoCapture, first: np.ndarray, fps: float, out: queue.Queue, flow: _Flow,
+            times: StageTimes) -> None:
+    """Items ``(rgb, repeats, input frames covered)``; frames that fill no output slot are
+    skipped here (not segmented), their count carried by the next item for the progress bar."""
+    timeline = _Timeline(fps)
+    frame: np.ndarray | None = first
+    slot = timeline.start_slot(cap.get(cv2.CAP_PROP_POS_MSEC))
+    covered = 0
+    try:
+        while frame is not None and not flow.reading_done.is_set() and not flow.aborted.is_set():
+            t0 = time.perf_counter()
+            ok, following = cap.read()
+            next_slot = timeline.start_slot(cap.get(cv2.CAP_PROP_POS_MSEC)) if ok else slot + 1
+            times.add("decode", time.perf_counter() - t0)
+            covered += 1
+            repeats = max(0, next_slot - slot)
+            if repeats:
+                t0 = time.perf_counter()
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                times.add("decode", time.perf_counter() - t0)
+                if not flow.put(out, (rgb, repeats, covered), reader=True):
+                    break
+                covered = 0
+            frame, slot = (following if ok else None), next_slot
+    finally:
+        # The main thread drains until it sees this; after a Ctrl-C it no longer reads, so give up then.
+        flow.put(out, _SENTINEL, reader=True)
+
+
+class _AlphaFrames:
+    """RGBA PNGs ``frame_%06d.png``, each written atomically (a full disk leaves no half PNG
+    and fails the run instead of printing libpng errors)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, index: int, png: bytes) -> None:
+        from ..data.io import write_atomic
+
+        path = self.folder / f"frame_{index:06d}.png"
+        try:
+            write_atomic(path, png)
+        except OSError as exc:  # a failed write() names no file: say which
+            raise WriteError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _encode(out: VideoOutput, alpha: _AlphaFrames | None, inp: queue.Queue, flow: _Flow,
+            times: StageTimes) -> None:
+    while (item := flow.get(inp)) is not _SENTINEL:
+        frame, rgba, repeats = item
+        t0 = time.perf_counter()
+        code = cv2.COLOR_GRAY2BGR if frame.ndim == 2 else cv2.COLOR_RGB2BGR
+        bgr = cv2.cvtColor(frame, code)
+        png = None
+        if alpha is not None and rgba is not None:
+            from ..data.io import encode_image
+
+            png = encode_image(rgba, ".png")
+        for _ in range(repeats):
+            if png is not None:
+                alpha.write(out.frames, png)
+            out.write(bgr)
+        times.add("encode", time.perf_counter() - t0)
 
 
 def _render_item(
@@ -220,33 +247,143 @@ def _render_item(
     return out.copy(), rgba
 
 
-def _render(
-    pipe: Pipeline, cfg: VideoConfig, inp: queue.Queue, out: queue.Queue, errors: list[BaseException]
-) -> None:
+def _render(pipe: Pipeline, cfg: VideoConfig, inp: queue.Queue, out: queue.Queue, flow: _Flow) -> None:
     """Post-processing + compositing of frame t while the main thread runs the model on t+1
-    (one thread: frame order is kept). After an error it keeps draining so nothing blocks."""
-    while True:
-        item = inp.get()
-        if item is _SENTINEL:
-            out.put(_SENTINEL)
+    (one thread: frame order is kept). Passes the end-of-stream sentinel on."""
+    while (item := flow.get(inp)) is not _SENTINEL:
+        frame, prob, repeats = item
+        if not flow.put(out, (*_render_item(pipe, frame, prob, cfg), repeats)):
             return
-        if errors:
-            continue
+    flow.put(out, _SENTINEL)
+
+
+def _open_pipeline(cfg: VideoConfig, runtime: Runtime | None, times: StageTimes) -> Pipeline:
+    if runtime is None:
+        return open_pipeline(cfg.model, times)
+    smoothing = SmoothingConfig() if cfg.model.smoothing else None
+    return Pipeline(runtime, cfg.model.postprocess, smoothing, times)
+
+
+def process_file(
+    src: str | Path,
+    dst: str | Path,
+    cfg: VideoConfig | None = None,
+    runtime: Runtime | None = None,
+    on_frame: Callable[[int, np.ndarray], None] | None = None,
+) -> VideoResult:
+    """Segment every frame of ``src`` and write the effect to ``dst`` (the input's size and
+    average frame rate, variable-rate inputs resampled by timestamp).
+
+    ``runtime`` replaces the model of ``cfg.model`` (tests, an already-open model).
+    ``on_frame(index, rgb)`` is called before each frame is processed (progress hooks, tests).
+    A ``KeyboardInterrupt`` stops reading, finalises the frames done so far and returns a result
+    with ``interrupted=True``; a second one (or any error, e.g. :class:`~.writer.WriteError` for
+    a full disk) stops every stage, deletes the unfinished output and raises.
+    """
+    cfg = cfg or VideoConfig()
+    src, dst = Path(src), Path(dst)
+    out = VideoOutput(dst)  # extension, folder and writability checked before decoding anything
+    try:
+        return _run(src, out, cfg, runtime, on_frame)
+    except BaseException:
+        out.discard()
+        raise
+
+
+@dataclass
+class _Job:
+    """What the stages of one run share."""
+
+    cfg: VideoConfig
+    pipe: Pipeline
+    out: VideoOutput
+    alpha: _AlphaFrames | None
+    times: StageTimes
+
+
+def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
+         on_frame: Callable[[int, np.ndarray], None] | None) -> VideoResult:
+    cap, first, fps = open_video(src)
+    try:
+        h, w = first.shape[:2]
+        times = StageTimes()
+        pipe = _open_pipeline(cfg, runtime, times)
+        alpha = _AlphaFrames(cfg.alpha_dir) if cfg.alpha_dir is not None else None
+        out.open(fps, (w, h))
+        t_start = time.perf_counter()
+        frames_in, interrupted = _stream(cap, first, fps, _Job(cfg, pipe, out, alpha, times), on_frame)
+    finally:
+        cap.release()
+    wall = time.perf_counter() - t_start
+    size = out.finish()
+    audio = _add_audio(src, out, cfg.copy_audio, interrupted)
+    out.publish()
+    return VideoResult(out.frames, fps, size, out.codec, wall, interrupted, audio, times.ms(),
+                       frames_in, (w, h))
+
+
+def _stream(cap: cv2.VideoCapture, first: np.ndarray, fps: float, job: _Job,
+            on_frame: Callable[[int, np.ndarray], None] | None) -> tuple[int, bool]:
+    """Run the four stages to the end of the input (or a Ctrl-C); returns (input frames read,
+    interrupted). Raises the first stage error."""
+    from tqdm import tqdm
+
+    flow, size = _Flow(), job.cfg.queue_size
+    decoded: queue.Queue = queue.Queue(size)
+    rendering: queue.Queue = queue.Queue(size)
+    encoded: queue.Queue = queue.Queue(size)
+    threads = [flow.thread(_decode, cap, first, fps, decoded, flow, job.times),
+               flow.thread(_render, job.pipe, job.cfg, rendering, encoded, flow),
+               flow.thread(_encode, job.out, job.alpha, encoded, flow, job.times)]
+    for t in threads:
+        t.start()
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    bar = tqdm(total=total, unit="frame", disable=not job.cfg.progress, file=sys.stderr)
+    interrupted, n, frames_in = False, 0, 0
+    try:
         try:
-            out.put(_render_item(pipe, *item, cfg))
-        except BaseException as exc:
-            errors.append(exc)
+            while (item := flow.get(decoded)) is not _SENTINEL:
+                rgb, repeats, covered = item
+                if on_frame is not None:
+                    on_frame(n, rgb)
+                if not flow.put(rendering, (rgb, job.pipe.lowres(rgb), repeats)):
+                    break
+                n, frames_in = n + 1, frames_in + covered
+                bar.update(covered)
+        except KeyboardInterrupt:
+            interrupted = True
+        flow.reading_done.set()
+        flow.put(rendering, _SENTINEL)  # rendering and encoding finish what was decoded
+        flow.join(threads)
+    except BaseException as exc:  # a second Ctrl-C, SIGTERM or a model error: stop everything
+        flow.fail(exc)
+        raise
+    finally:
+        flow.reading_done.set()
+        flow.aborted.set()  # nothing of this run keeps going after it returns
+        # After an error the stages stop within POLL_S; one blocked on a stuck encoder is
+        # freed when the caller discards the output (which kills ffmpeg), so do not wait long.
+        flow.join(threads, timeout=ABORT_WAIT_S)
+        bar.close()
+    if flow.errors:
+        raise flow.errors[0]
+    return frames_in, interrupted
 
 
-def _finalise(src: Path, tmp: Path, dst: Path, with_audio: bool) -> str:
-    """Rename the finished temp file onto ``dst`` (muxing audio in on the way when asked)."""
-    audio = "not copied (interrupted)"
-    if with_audio:
-        muxed = tmp.with_name(tmp.stem + ".av" + tmp.suffix)
-        audio = copy_audio(src, tmp, muxed)
-        if muxed.exists() and not audio.startswith(("not", "none")):
-            os.replace(muxed, tmp)
-        elif muxed.exists():
-            muxed.unlink()
-    os.replace(tmp, dst)
+def _add_audio(src: Path, out: VideoOutput, wanted: bool, interrupted: bool) -> str:
+    """Mux the input's audio into the finished temp file (verified again after), or say why not."""
+    if not wanted:
+        return "not copied (--no-audio)"
+    if interrupted:
+        return "not copied (interrupted)"
+    muxed = out.tmp.with_name(out.tmp.stem + ".av" + out.tmp.suffix)
+    try:
+        audio = copy_audio(src, out.tmp, muxed, name=str(out.dst))
+        if muxed.exists():
+            from .output import verify_video
+
+            verify_video(muxed, out.frames, str(out.dst))
+            os.replace(muxed, out.tmp)
+    finally:
+        muxed.unlink(missing_ok=True)
     return audio

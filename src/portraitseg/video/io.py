@@ -33,7 +33,7 @@ def codec_for(path: str | Path) -> str:
     return CODECS[ext]
 
 
-def _quiet_open(*args: object) -> cv2.VideoCapture:
+def quiet_capture(*args: object) -> cv2.VideoCapture:
     """VideoCapture without OpenCV's multi-line warnings for a missing device or stream: the
     caller turns a failure into one clear line."""
     level = cv2.utils.logging.getLogLevel()
@@ -51,7 +51,7 @@ def open_source(spec: str | int, open_timeout_ms: int = 5000) -> cv2.VideoCaptur
     """
     text = str(spec)
     if text.isdigit():
-        cap = _quiet_open(int(text))
+        cap = quiet_capture(int(text))
         if not cap.isOpened():
             raise ValueError(f"camera {text}: cannot open (no such device, or it is busy)")
         return cap
@@ -62,14 +62,14 @@ def open_source(spec: str | int, open_timeout_ms: int = 5000) -> cv2.VideoCaptur
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             open_timeout_ms,
         ]
-        cap = _quiet_open(text, cv2.CAP_FFMPEG, params)
+        cap = quiet_capture(text, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             raise ValueError(f"{text}: cannot open stream (unreachable, or not a video stream)")
         return cap
     path = Path(text)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    cap = _quiet_open(str(path))
+    cap = quiet_capture(str(path))
     if not cap.isOpened():
         raise ValueError(f"{path}: not a readable video")
     return cap
@@ -118,35 +118,27 @@ def has_audio(ffmpeg: str, src: Path) -> bool:
     return any(line.strip().startswith("Stream #") and " Audio:" in line for line in info.stderr.splitlines())
 
 
-def copy_audio(src: Path, video_only: Path, dst: Path) -> str:
+def copy_audio(src: Path, video_only: Path, dst: Path, name: str | None = None) -> str:
     """Mux ``src``'s audio (if any) into ``video_only`` -> ``dst`` with ffmpeg; returns what
-    happened. Without ffmpeg the video is kept silent (a note, not an error)."""
+    happened. Without ffmpeg the video is kept silent (a note, not an error); ffmpeg failing
+    to write ``dst`` (disk full, ...) raises :class:`~portraitseg.video.writer.WriteError`
+    naming ``name`` (the final output)."""
+    from .writer import WriteError
+
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         return "not copied: ffmpeg not found (install ffmpeg to keep the input's audio)"
     if not has_audio(ffmpeg, src):
         return NO_AUDIO  # "-map 1:a?" would succeed and we would claim "copied"
+    error = ""
     for audio_codec in ("copy", "aac"):  # copy when the container accepts it, else re-encode
-        cmd = [
-            ffmpeg,
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(video_only),
-            "-i",
-            str(src),
-            "-map",
-            "0:v:0",
-            "-map",
-            "1:a?",
-            "-c:v",
-            "copy",
-            "-c:a",
-            audio_codec,
-            "-shortest",
-            str(dst),
-        ]
-        if subprocess.run(cmd, capture_output=True).returncode == 0:
+        cmd = [ffmpeg, "-v", "error", "-y", "-i", str(video_only), "-i", str(src), "-map", "0:v:0",
+               "-map", "1:a?", "-c:v", "copy", "-c:a", audio_codec, "-shortest", str(dst)]
+        done = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        if done.returncode == 0:
             return "copied" if audio_codec == "copy" else "re-encoded (aac)"
-    return "not copied: ffmpeg failed to mux the audio"
+        lines = done.stderr.strip().splitlines()
+        error = lines[-1] if lines else f"exit {done.returncode}"
+    Path(dst).unlink(missing_ok=True)
+    raise WriteError(f"{name or dst}: ffmpeg could not add the audio ({error}); --no-audio writes the video "
+                     "without it")

@@ -10,9 +10,12 @@ render queue while the model takes the newest capture, so the mask is often from
 frames *ahead* of the one being drawn (negative age). A mask further away is not used (the
 frame shows the background only).
 
-A camera cannot wait, so there the renderer never waits for the model. A file read as fast as
-possible (``drop_when_behind=False``) can: the renderer waits for a usable mask and capture
-runs at most N frames ahead, so every frame is drawn with a mask at most N frames away.
+A camera cannot wait, so there the renderer waits for the model only at start-up: no frame is
+drawn before the first mask exists (drawn without one, the first frames would be blurred or
+replaced everywhere, person included); frames captured meanwhile queue up, the oldest dropped
+as usual when the queue is full. After that it never waits. A file read as fast as possible
+(``drop_when_behind=False``) can: the renderer waits for a usable mask and capture runs at most
+N frames ahead, so every frame is drawn with a mask at most N frames away.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class LiveStats:
     rendered: int = 0
     masks: int = 0
     dropped: int = 0  # captured frames dropped because rendering fell behind
-    unmasked: int = 0  # frames rendered without a mask within N frames (start-up, or |age| > N)
+    unmasked: int = 0  # frames rendered without a mask within N frames (|age| > N; none at start-up)
     unmasked_after_first_mask: int = 0  # of those, after a mask had been used once
     max_mask_age: int = 0  # largest |frame - mask frame| of the masks used, either direction
     max_mask_lead: int = 0  # largest number of frames a used mask was computed *ahead* of its frame
@@ -207,14 +210,15 @@ class LivePipeline:
             return self._mask
 
     def _wait_for_mask(self, idx: int) -> tuple[int, np.ndarray] | None:
-        """The newest mask once it is from frame ``idx - N`` or later (blocking capture only).
+        """The newest mask once it is from frame ``idx - N`` or later (blocking capture), or
+        once there is any mask (a camera: it waits only for the first).
 
         Every frame in the render queue went into the model's slot first, so the model is
         working on frame ``idx`` or a later one: a mask from ``>= idx`` always comes, unless the
         model stopped (error or shutdown; then the stop flag ends the wait). Masks only move
         forward, so a mask already beyond ``idx + N`` is returned at once (nothing better can come).
         """
-        oldest = idx - self.cfg.max_mask_age
+        oldest = idx - self.cfg.max_mask_age if not self.cfg.drop_when_behind else -1
         with self._mask_ready:
             while (self._mask is None or self._mask[0] < oldest) and not self._stop.is_set():
                 self._mask_ready.wait(0.05)
@@ -222,7 +226,8 @@ class LivePipeline:
 
     # -- renderer
     def render_one(self, idx: int, frame: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
-        mask = self.newest_mask() if self.cfg.drop_when_behind else self._wait_for_mask(idx)
+        camera_started = self.cfg.drop_when_behind and self._mask is not None
+        mask = self.newest_mask() if camera_started else self._wait_for_mask(idx)
         age = idx - mask[0] if mask is not None else None
         use = age is not None and abs(age) <= self.cfg.max_mask_age
         s = self.stats
@@ -253,6 +258,8 @@ class LivePipeline:
                     break
                 idx, frame, _ = item
                 out, info = self.render_one(idx, frame)
+                if self.error is not None:  # the model died while this frame waited for a mask
+                    break
                 t0 = time.perf_counter()
                 keep_going = sink(out, info)
                 self.pipe.times.add("sink", time.perf_counter() - t0)

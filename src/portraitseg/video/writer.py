@@ -34,14 +34,24 @@ H264_ARGS = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt",
              "-movflags", "+faststart")
 
 
+class WriteError(OSError):
+    """Writing an output failed (disk full, read-only folder, the encoder died): the commands
+    report it as one line and exit 1. An ``OSError``, so the file system's own errors raised
+    while writing take the same path."""
+
+
 class FrameWriter(Protocol):
-    """What the video pipelines write to: BGR uint8 frames, then ``release``."""
+    """What the video pipelines write to: BGR uint8 frames, then ``release`` (finish the file;
+    raises :class:`WriteError` when the encoder failed) or ``abort`` (stop at once, the file is
+    to be deleted)."""
 
     codec: str
 
     def write(self, frame: np.ndarray) -> None: ...
 
     def release(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 @functools.lru_cache(maxsize=8)
@@ -66,9 +76,11 @@ class FFmpegWriter:
 
     codec = "h264"
 
-    def __init__(self, ffmpeg: str, path: Path, fps: float, size: tuple[int, int]) -> None:
+    def __init__(self, ffmpeg: str, path: Path, fps: float, size: tuple[int, int],
+                 name: str | None = None) -> None:
         w, h = size
         self.path = path
+        self.name = name or str(path)  # the file errors name (the final output, not the temp)
         self._err = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would block ffmpeg
         cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}",
                "-r", f"{fps:.6g}", "-i", "-", "-an", *H264_ARGS, str(path)]
@@ -77,11 +89,11 @@ class FFmpegWriter:
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != self._shape:
-            raise ValueError(f"{self.path}: frame of shape {frame.shape}; the video is {self._shape}")
+            raise ValueError(f"{self.name}: frame of shape {frame.shape}; the video is {self._shape}")
         try:
             self._proc.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
-        except BrokenPipeError:
-            raise ValueError(f"{self.path}: ffmpeg stopped: {self._error()}") from None
+        except (BrokenPipeError, ValueError):  # ValueError: stdin already closed by abort()
+            raise WriteError(f"{self.name}: ffmpeg stopped: {self._error() or 'no message'}") from None
 
     def release(self) -> None:
         if self._proc.stdin and not self._proc.stdin.closed:
@@ -90,30 +102,57 @@ class FFmpegWriter:
             except BrokenPipeError:
                 pass
         code = self._proc.wait()
-        error = self._error() if code != 0 else ""
+        error = self._error()
         self._err.close()
-        if code != 0:
-            raise ValueError(f"{self.path}: ffmpeg failed to encode H.264 (exit {code}): {error}")
+        # ffmpeg 5 exits 0 after "Error writing trailer ...: No space left on device"; with
+        # "-v error" anything it printed is an error, so that fails the file too.
+        if code != 0 or error:
+            raise WriteError(f"{self.name}: ffmpeg failed to encode H.264 (exit {code}): "
+                             f"{error or 'no message'}")
+
+    def abort(self) -> None:
+        """Kill ffmpeg instead of waiting for it to finish a file that will be deleted (a
+        writer blocked on the pipe then gets a broken pipe and returns)."""
+        self._proc.kill()
+        self._proc.wait()
+        if self._proc.stdin is not None:
+            try:
+                self._proc.stdin.close()
+            except (BrokenPipeError, ValueError):
+                pass
+        self._err.close()
 
     def _error(self) -> str:
+        """ffmpeg's last error line that says why ("Error initializing output stream 0:0 --"
+        ends with an empty reason: the line before has it); "" when it printed nothing."""
+        if self._err.closed:  # after abort()
+            return ""
         self._err.seek(0)
-        lines = self._err.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no message"
+        lines = [line.strip() for line in self._err.read().decode(errors="replace").splitlines()]
+        reasons = [line for line in lines if line and not line.endswith("--")]
+        return reasons[-1] if reasons else next((line for line in reversed(lines) if line), "")
 
 
 class OpenCVWriter:
     """``cv2.VideoWriter`` with the codec that follows the extension (mp4v or MJPG)."""
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], name: str | None = None) -> None:
         self.codec = codec_for(path)
         self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*self.codec), fps, size)
         if not self._writer.isOpened():
-            raise ValueError(f"{path}: OpenCV cannot write {self.codec} video here")
+            raise WriteError(f"{name or path}: OpenCV cannot write {self.codec} video here")
+        if size[0] % 2 or size[1] % 2:  # OpenCV's FFmpeg writer drops the odd last column/row
+            print(f"warning: {name or path}: {size[0]}x{size[1]} frames are written as "
+                  f"{size[0] // 2 * 2}x{size[1] // 2 * 2} (OpenCV's encoders take even sizes only)",
+                  file=sys.stderr)
 
     def write(self, frame: np.ndarray) -> None:
-        self._writer.write(frame)
+        self._writer.write(frame)  # never reports an error: VideoOutput reads the file back
 
     def release(self) -> None:
+        self._writer.release()
+
+    def abort(self) -> None:
         self._writer.release()
 
 
@@ -136,8 +175,8 @@ def open_writer(path: str | Path, fps: float, size: tuple[int, int], name: str |
     codec_for(path)  # the extension check: one clear error for .xyz
     reason = fallback_reason(path, size)
     if path.suffix.lower() in H264_EXTS and reason is None:
-        return FFmpegWriter(h264_ffmpeg() or "ffmpeg", path, fps, size)
+        return FFmpegWriter(h264_ffmpeg() or "ffmpeg", path, fps, size, name)
     if reason is not None:
         print(f"warning: {name or path}: writing mp4v (MPEG-4 Part 2, which browsers do not play) because "
               f"{reason}", file=sys.stderr)
-    return OpenCVWriter(path, fps, size)
+    return OpenCVWriter(path, fps, size, name)
