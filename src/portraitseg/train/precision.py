@@ -37,8 +37,24 @@ def autocast_context(device: torch.device, enabled: bool) -> contextlib.Abstract
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def use_bf16(device: torch.device, amp: bool, cpu_bf16: bool) -> bool:
-    """Whether a run on ``device`` trains under bf16 autocast: ``amp`` on CUDA, ``cpu_bf16`` on CPU."""
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU (AVX512-BF16 / AMX).
+
+    Without it, autocast sends every bf16 convolution to ATen's reference im2col path, one call per
+    group for depthwise convs: on an AVX2-only VM a training step ran 5-11x SLOWER than fp32
+    (MODEL_CARD.md "Training speed"), so bf16 is only worth asking for where this is true.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def use_bf16(device: torch.device, amp: bool, cpu_bf16: bool, native: bool | None = None) -> bool:
+    """Whether a run on ``device`` trains under bf16 autocast: ``amp`` on CUDA; on the CPU,
+    ``cpu_bf16`` where the CPU computes bf16 natively (``native``, default: detected)."""
     if device.type == "cuda":
         return amp
-    return device.type == "cpu" and cpu_bf16
+    if device.type != "cpu" or not cpu_bf16:
+        return False
+    return cpu_has_native_bf16() if native is None else native
