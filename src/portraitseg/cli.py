@@ -17,6 +17,7 @@ from pathlib import Path
 # defining ``add_parser`` (which sets ``func``) with the same help (tests/test_cli.py checks).
 COMMANDS: dict[str, str] = {
     "train": "train a model on cached data",
+    "finetune": "adapt the bundled model to your own labelled photos",
     "eval": "evaluate models (ours and peers) on labelled datasets",
     "predict": "segment images: masks, cut-outs, composites, preview grids",
     "bulk": "segment many images on a Ray cluster (predict's outputs, resumable)",
