@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from portraitseg.cli import build_parser, main
-from portraitseg.options import ANY, Bounds, check_options, check_value, flag_type, option
+from portraitseg.options import ANY, NOT_NEGATIVE, Bounds, check_options, check_value, flag_type, option
 from portraitseg.postprocess import PostprocessConfig
 
 ASSET = Path(__file__).resolve().parents[1] / "src" / "portraitseg" / "assets" / "astronaut.jpg"
@@ -72,24 +72,38 @@ COMMANDS = {
 }
 
 
-def _checked_flags(command: str) -> list[argparse.Action]:
-    """The command's flags generated from a config field (their type knows the option)."""
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return [a for a in sub.choices[command]._actions if a.option_strings and hasattr(a.type, "option")]
+def _checked_flags(command: str) -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
+    """The command's parser and its flags generated from a config field (their type knows it)."""
+    sub = next(a for a in build_parser(only=command)._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    return parser, [a for a in parser._actions if a.option_strings and hasattr(a.type, "option")]
+
+
+def _out_of_bounds(action: argparse.Action) -> list[str]:
+    """Values the flag must refuse: NaN, infinity, and one step past each end of its range."""
+    bounds: Bounds = action.type.option.metadata.get("bounds", NOT_NEGATIVE)
+    scale = action.type.option.metadata.get("scale") or 1
+    values = ["nan", "inf", "-inf"]
+    if bounds.low is not None:
+        values.append(f"{bounds.low / scale - 1:g}")
+    if bounds.high is not None:
+        values.append(f"{bounds.high / scale + 1:g}")
+    return values
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_generated_number_flag_refuses_nan_and_negatives(command: str, capsys) -> None:
-    flags = _checked_flags(command)
+def test_every_generated_number_flag_refuses_out_of_range_values(command: str, capsys) -> None:
+    # Parsing only (never runs the command): each refusal is argparse's usage + one error line.
+    parser, flags = _checked_flags(command)
     assert flags, f"{command}: no generated flags found"
     refused = 0
     for action in flags:
         flag = action.option_strings[0]
         if action.type.__name__ not in ("int", "float", "positive_int"):
             continue
-        for bad in ("nan", "-1", "inf"):
+        for bad in _out_of_bounds(action):
             with pytest.raises(SystemExit) as exc:
-                main([command, *COMMANDS[command], flag, bad])
+                parser.parse_args([*COMMANDS[command], f"{flag}={bad}"])  # "-inf" is not a flag
             err = capsys.readouterr().err.strip().splitlines()
             assert exc.value.code == 2, (command, flag, bad)
             assert err[-1].startswith(f"portraitseg {command}: error: argument {flag}: "), err[-1]
