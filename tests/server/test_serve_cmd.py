@@ -5,18 +5,7 @@ missing onnxruntime-web in its log and on the page.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import os
-import queue
-import re
 import shutil
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,95 +13,7 @@ import pytest
 pytest.importorskip("fastapi", reason="serve tests need `pip install portraitseg[server]`")
 pytest.importorskip("uvicorn", reason="serve tests need `pip install portraitseg[server]`")
 
-REPO = Path(__file__).resolve().parents[2]
-WEB = REPO / "web"
-START_S = 90.0  # bound on start-up (model load on a loaded 2-core machine)
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen
-    url: str
-    port: int
-    stderr: list[str]
-
-    def get(self, path: str) -> tuple[int, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read().decode("utf-8", errors="replace")
-        finally:
-            conn.close()
-
-
-def _pump(stream, out: queue.Queue) -> None:
-    for line in stream:
-        out.put(line.rstrip("\n"))
-    out.put(None)
-
-
-@contextlib.contextmanager
-def serve(cwd: Path, *flags: str) -> Iterator[Served]:
-    """``python -m portraitseg serve --port 0 ...`` in ``cwd``; yields once it printed its URL."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "portraitseg", "serve", "--port", "0", "--workers-threads", "1", *flags]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out: queue.Queue = queue.Queue()
-    err: queue.Queue = queue.Queue()
-    for stream, q in ((proc.stdout, out), (proc.stderr, err)):
-        threading.Thread(target=_pump, args=(stream, q), daemon=True).start()
-    stderr: list[str] = []
-    try:
-        url = _wait_for_url(out, proc)
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
-        served = Served(proc, url, port, stderr)
-        _until_healthy(served)
-        yield served
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        while True:
-            try:
-                line = err.get(timeout=5)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            stderr.append(line)
-
-
-def _wait_for_url(out: queue.Queue, proc: subprocess.Popen) -> str:
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        try:
-            line = out.get(timeout=1.0)
-        except queue.Empty:
-            if proc.poll() is not None:
-                raise AssertionError(f"serve exited with {proc.returncode} before printing its URL") from None
-            continue
-        if line is None:
-            raise AssertionError("serve closed stdout before printing its URL")
-        m = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        if m:
-            return m.group(0)
-    raise AssertionError("serve printed no URL")
-
-
-def _until_healthy(served: Served) -> None:
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        try:
-            if served.get("/healthz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("serve did not answer /healthz")
+from served import WEB, serve  # noqa: E402
 
 
 def _web_copy(tmp_path: Path, vendor: bool) -> Path:
@@ -139,9 +40,11 @@ def test_missing_runtime_is_said_in_the_log_and_on_the_page(tmp_path: Path) -> N
     with serve(tmp_path, "--web-dir", str(web)) as s:
         status, page = s.get("/")
         assert status == 200 and 'id="runtime-missing"' in page and "app.js" in page
-        assert f"bash {web / 'build.sh'}" in page and "npm install onnxruntime-web" in page
+        assert "bash web/build.sh" in page and "npm install onnxruntime-web" in page
         status, stub = s.get("/vendor/ort.min.mjs")
-        assert status == 200 and "build.sh" in stub
+        assert status == 200 and "web/build.sh" in stub
+        # Clients are told the fix, not where the server keeps its files (issue 17, item 13).
+        assert str(tmp_path) not in page and str(tmp_path) not in stub
     log = [line for line in s.stderr if "onnxruntime-web is missing" in line]
     assert len(log) == 1 and f"bash {web / 'build.sh'}" in log[0], s.stderr
 

@@ -11,13 +11,8 @@ import http.client
 import io
 import json
 import logging
-import socket
-import threading
-import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,94 +23,16 @@ uvicorn = pytest.importorskip("uvicorn", reason="server tests need `pip install 
 pytest.importorskip("multipart", reason="server tests need python-multipart")
 
 from PIL import Image  # noqa: E402
+from served import LiveServer, Reply, SlowRuntime, multipart, read_status, stalled_upload  # noqa: E402, F401
 
 from portraitseg.runtimes import DEFAULT_ONNX, open_model  # noqa: E402
-from portraitseg.server import ServerConfig, create_app  # noqa: E402
+from portraitseg.server import ServerConfig  # noqa: E402
 
 STEMS = ("vikram_001", "vikram_002", "vikram_003")
 ASTRONAUT = Path(__file__).resolve().parents[2] / "src" / "portraitseg" / "assets" / "astronaut.jpg"
 
 
 # --------------------------------------------------------------------------- fixtures / helpers
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-    def image(self) -> np.ndarray:
-        return np.asarray(Image.open(io.BytesIO(self.body)))
-
-
-class LiveServer:
-    """uvicorn serving ``create_app(cfg, runtime)`` on a loopback socket in a daemon thread."""
-
-    def __init__(self, cfg: ServerConfig, runtime) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(create_app(cfg, runtime), log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-        finally:
-            conn.close()
-
-    def segment(self, image: bytes, query: str = "", ctype: str = "image/jpeg",
-                extra: dict[str, tuple[bytes, str]] | None = None) -> Reply:
-        body, content_type = multipart({"image": (image, ctype), **(extra or {})})
-        return self.request("POST", f"/v1/segment{query}", body, {"Content-Type": content_type})
-
-
-def multipart(parts: dict[str, tuple[bytes, str]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = b""
-    for name, (data, ctype) in parts.items():
-        out += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.bin"\r\n'
-                f"Content-Type: {ctype}\r\n\r\n").encode() + data + b"\r\n"
-    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-class SlowRuntime:
-    """The real runtime with a sleep per inference: keeps requests in flight on purpose."""
-
-    def __init__(self, runtime, delay_s: float) -> None:
-        self._rt, self.delay_s = runtime, delay_s
-
-    def __getattr__(self, name: str):
-        return getattr(self._rt, name)
-
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
-        time.sleep(self.delay_s)
-        return self._rt.infer(tensor)
-
-    def for_thread(self) -> SlowRuntime:
-        return self  # each worker thread must get the slow wrapper, not the wrapped runtime
 
 
 @pytest.fixture(scope="module")
@@ -400,39 +317,17 @@ def test_fuzz_corpus_gets_4xx_json_never_500(server: LiveServer, server_log: _Re
 # --------------------------------------------------------------------------- slow uploads (item 5)
 
 
-def _stalled_upload(port: int, photo: bytes) -> socket.socket:
-    """A client that sends the headers and half of a multipart body, then goes quiet."""
-    body, ctype = multipart({"image": (photo, "image/jpeg")})
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    head = (f"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
-    sock.sendall(head + body[: len(body) // 2])
-    return sock
-
-
-def _read_status(sock: socket.socket) -> int | None:
-    """The HTTP status the server answered on ``sock``, or None if it closed without one."""
-    data = b""
-    with contextlib.suppress(ConnectionError):
-        while b"\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    return int(data.split()[1]) if data.startswith(b"HTTP/1.1 ") else None
-
-
 def test_stalled_uploads_hold_no_slot_and_get_408(runtime) -> None:
     photo = ASTRONAUT.read_bytes()
     cfg = ServerConfig(worker_threads=1, max_concurrency=2, body_timeout_s=1.5)
     with LiveServer(cfg, runtime) as live:
-        stallers = [_stalled_upload(live.port, photo) for _ in range(4)]  # twice the slots
+        stallers = [stalled_upload(live.port, photo) for _ in range(4)]  # twice the slots
         try:
             for _ in range(3):  # with slots taken at the headers, these would be 503
                 assert_serving(live, photo)
             assert live.request("GET", "/healthz").json()["in_flight"] == 0
             for sock in stallers:  # each answered 408 once its body deadline passed
-                assert _read_status(sock) == 408
+                assert read_status(sock) == 408
         finally:
             for sock in stallers:
                 sock.close()
@@ -444,5 +339,5 @@ def test_body_timeout_flag() -> None:
 
     args = build_parser().parse_args(["serve", "--body-timeout", "3"])
     assert args.body_timeout == 3.0
-    with pytest.raises(ValueError, match="--body-timeout must be > 0"):
+    with pytest.raises(ValueError, match="--body-timeout must be a positive number of seconds"):
         ServerConfig(body_timeout_s=0).validate()

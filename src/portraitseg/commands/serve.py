@@ -12,7 +12,9 @@ DESCRIPTION = """\
 Serve the segmentation HTTP API (needs `pip install portraitseg[server]`):
   GET  /healthz        status, model and load
   POST /v1/segment     multipart field 'image'; ?output=mask|cutout|composite
-                       &background=blur|#rrggbb&format=png|jpeg
+                       &background=blur|COLOUR&format=png|jpeg|jpg
+                       COLOUR: rrggbb, r,g,b, a name, or #rrggbb written %23rrggbb
+                       (a URL ends at a bare #), e.g. &background=%2300ff00
   GET  /model.onnx     the model, for the browser app
   GET  /docs           OpenAPI docs
   GET  /               the web app (the repository's web/, or --web-dir)
@@ -42,12 +44,16 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         raise ValueError("the server needs extra packages: pip install 'portraitseg[server]'") from None
     from ..server import ServerConfig, create_app, set_pil_limits
+    from ..server.connections import fit_open_files, uvicorn_config
     from ..server.webapp import candidate_web_dirs, locate_web_dir
 
+    if not 0 <= args.port <= 65535:  # else socket raises OverflowError, a traceback
+        raise ValueError(f"--port {args.port}: must be 0..65535 (0 picks a free port)")
     web_dir = locate_web_dir(args.web_dir)
     cfg = config_from_args(ServerConfig, args, postprocess=postprocess_config(args), web_dir=web_dir)
-    cfg.validate()
+    cfg.validate()  # every flag checked before anything process-wide is changed below
     set_pil_limits(cfg.max_pixels)
+    cfg = fit_open_files(cfg)
     sock = _listen(args.host, args.port)  # bound first, so the URL printed is the real one (--port 0)
     app = create_app(cfg)
     if web_dir is None:
@@ -60,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"portraitseg serve: http://{shown}:{port}/ ({where}; API docs at /docs)", flush=True)
     # One process: the model and the concurrency limit are shared by every request; the
     # thread pool inside the app does the CPU work.
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, cfg, log_level=args.log_level)).run(sockets=[sock])
     return 0
 
 
@@ -69,5 +74,6 @@ def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family)
-    except OSError as exc:
-        raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    except (OSError, OverflowError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ValueError(f"cannot listen on {host}:{port} ({reason})") from None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .. import postprocess as pp
@@ -30,6 +31,21 @@ class ServerConfig:
     # slow or stalled upload may hold its connection (10 MB in 10 s is 1 MB/s).
     body_timeout_s: float = _opt(10.0, "seconds a client has to send the whole request body (then 408)",
                                  flag="--body-timeout", metavar="S")
+    # Idle and silent connections hold a socket each: without these, 1,100 of them used up the
+    # process's open files and nothing else got in (see connections.py).
+    max_connections: int = _opt(256, "open connections; at the limit the longest-idle one is closed "
+                                "(503 when none is idle)", metavar="N")
+    header_timeout_s: float = _opt(10.0, "seconds a connection has to send a request's headers (after "
+                                   "connecting, or after its previous answer); then it is closed",
+                                   flag="--header-timeout", metavar="S")
+    # Memory: bodies are held whole until answered, decoded images cost ~35 bytes per pixel at peak
+    # through post-processing; these bound the sum over all requests (503/wait beyond).
+    max_upload_memory_bytes: int = _opt(256 * MB, "request bodies held in memory at once (uploads and "
+                                        "requests in progress); a new upload past it gets 503",
+                                        flag="--max-upload-memory-mb", scale=MB, type=float, metavar="MB")
+    max_inflight_pixels: int = _opt(2 * MAX_PIXELS, "image pixels decoded and processed at once over all "
+                                    "requests; others wait for room (503 at their timeout)",
+                                    flag="--max-inflight-megapixels", scale=1e6, type=float, metavar="MP")
     retry_after_s: int = _opt(1, "Retry-After seconds of a 503", metavar="S")
     # None: no web app (the library); `serve` locates the repository's web/ itself (webapp.py).
     web_dir: Path | None = _opt(None, "the web app folder (default: the repository's web/, found from the "
@@ -37,9 +53,34 @@ class ServerConfig:
     postprocess: pp.PostprocessConfig = field(default_factory=pp.PostprocessConfig)
 
     def validate(self) -> None:
-        for name in ("worker_threads", "model_threads", "max_concurrency"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
-        for name, flag in (("timeout_s", "timeout"), ("body_timeout_s", "body-timeout")):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{flag} must be > 0; got {getattr(self, name)}")
+        """Raise ValueError naming the flag (one line) for any setting the server cannot run with."""
+        for name in ("worker_threads", "model_threads", "max_concurrency", "max_connections"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"{_flag(name)} must be >= 1; got {getattr(self, name)}")
+        for name in ("max_body_bytes", "max_pixels", "max_upload_memory_bytes", "max_inflight_pixels"):
+            if not getattr(self, name) >= 1:  # a flag in MB/MP of 0, below 0, or too small to be 1 unit
+                raise ValueError(f"{_flag(name)} must be > 0; got {_shown(name, getattr(self, name))}")
+        for name in ("timeout_s", "body_timeout_s", "header_timeout_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{_flag(name)} must be a positive number of seconds; got {value}")
+        if self.retry_after_s < 0:
+            raise ValueError(f"--retry-after-s must be >= 0; got {self.retry_after_s}")
+        # Else a request at the size limit could never be admitted.
+        pairs = (("max_upload_memory_bytes", "max_body_bytes"), ("max_inflight_pixels", "max_pixels"))
+        for budget, limit in pairs:
+            if getattr(self, budget) < getattr(self, limit):
+                raise ValueError(f"{_flag(budget)} ({_shown(budget, getattr(self, budget))}) must be at "
+                                 f"least {_flag(limit)} ({_shown(limit, getattr(self, limit))})")
+
+
+def _flag(name: str) -> str:
+    """The ``serve`` flag of a field (the CLI generates them from the same metadata)."""
+    f = next(f for f in fields(ServerConfig) if f.name == name)
+    return str(f.metadata.get("flag") or "--" + name.replace("_", "-"))
+
+
+def _shown(name: str, value: float) -> str:
+    """``value`` in the flag's units (MB, MP)."""
+    scale = next(f for f in fields(ServerConfig) if f.name == name).metadata.get("scale")
+    return f"{value / scale:g}" if scale else str(value)

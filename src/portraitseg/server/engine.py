@@ -1,123 +1,41 @@
-"""Request parsing, encoding and the engine: one :class:`~portraitseg.pipeline.Pipeline` per
-worker thread over the shared model."""
+"""The engine: one :class:`~portraitseg.pipeline.Pipeline` per worker thread over the shared
+model, with every request's work bounded before it starts and stopped once it has timed out.
+
+A request goes: headers of its images (pixel and JPEG scan limits, encoder limits: 413 before
+any work) -> room in the shared pixel budget (waits until its deadline, then 503) -> decode ->
+model -> post-processing -> encode, checking its deadline between stages so a request whose
+client already got its 504 stops instead of finishing for nobody. After an image larger than
+:data:`KEEP_BUFFERS_PIXELS` the thread's post-processing buffers are dropped and freed memory is
+given back to the OS: buffers keep the size of the largest image a thread has seen, so eight
+25 MP requests otherwise left the server at 2 GB for good.
+"""
 
 from __future__ import annotations
 
-import io
-import re
 import threading
 import time
-import warnings
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from ..data.io import IMAGE_FORMATS
-from ..inference import load_image
+from .. import postprocess as pp
+from ..memory import release_freed_memory
 from ..pipeline import Pipeline
 from ..runtimes import DEFAULT_ONNX, DEFAULT_TFLITE, Runtime
+from .budget import Budget
 from .config import ServerConfig
+from .decode import decode, open_checked
+from .request import ApiError, Format, Output, SegmentRequest, check_encodable
 
-# Formats PIL may open: the allow-list every image reader shares (data.io), so exotic decoders
-# (EPS, PSD, ...) with a larger attack surface are never reached from the network.
-ALLOWED_FORMATS = IMAGE_FORMATS
-HEX_COLOUR = re.compile(r"^#?([0-9a-fA-F]{6})$")
 PNG_LEVEL = 1  # masks compress well already; level 1 is ~3x faster than the default 3
 JPEG_QUALITY = 90
-
-class Output(str, Enum):
-    mask = "mask"
-    cutout = "cutout"
-    composite = "composite"
-
-
-class Format(str, Enum):
-    png = "png"
-    jpeg = "jpeg"
-
-
-class ApiError(Exception):
-    """A client-visible failure: HTTP status + one-line message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-# --------------------------------------------------------------------------- request parsing
-
-
-def parse_colour(text: str) -> tuple[int, int, int] | str:
-    """``blur``, ``#rrggbb``/``rrggbb`` or a CSS colour name -> composite background.
-
-    Deliberately not :func:`portraitseg.inference.parse_background`: that also accepts file
-    paths, which must never be reachable from a request.
-    """
-    if text == "blur":
-        return "blur"
-    m = HEX_COLOUR.match(text)
-    if m:
-        v = int(m.group(1), 16)
-        return (v >> 16 & 255, v >> 8 & 255, v & 255)
-    from PIL import ImageColor
-
-    try:
-        return ImageColor.getrgb(text)[:3]
-    except ValueError:
-        raise ApiError(400, f"background {text!r} is not 'blur', '#rrggbb' or a colour name") from None
-
-
-def open_header(data: bytes, what: str = "image") -> Any:
-    """Bytes -> a lazily opened PIL image: only the header is parsed, no pixel is decoded.
-
-    Any failure to parse the header is the client's bad bytes (400), never a server error:
-    PIL's format plugins raise OSError, SyntaxError, ValueError, struct.error, EOFError and
-    more on corrupt headers.
-    """
-    from PIL import Image
-
-    if not data:
-        raise ApiError(400, f"{what} is empty")
-    try:
-        return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except Image.DecompressionBombError:  # over 2x PIL's MAX_IMAGE_PIXELS (set by serve)
-        raise ApiError(413, f"{what} has too many pixels for this server") from None
-    except Exception as exc:  # see the docstring: every parse failure is bad input
-        raise ApiError(400, f"{what} is not a readable image ({_reason(exc)})") from None
-
-
-def check_pixels(size: tuple[int, int], max_pixels: int, what: str = "image") -> None:
-    """Refuse an image whose header declares more than ``max_pixels`` (a decompression bomb
-    decodes to gigabytes from a file of kilobytes). The CLI's equivalent is in ``data.io``;
-    kept separate and small so the two can be unified."""
-    w, h = size
-    if w * h > max_pixels:
-        raise ApiError(413, f"{what} is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
-
-
-def decode_image(data: bytes, max_pixels: int, what: str = "image") -> np.ndarray:
-    """Bytes -> RGB uint8, refusing oversized images from the header before decoding pixels."""
-    img = open_header(data, what)
-    check_pixels(img.size, max_pixels, what)
-    try:
-        img.load()  # the full decode: truncated/corrupt data fails here
-        return load_image(img)
-    except Exception as exc:  # a decoder failure on client bytes is a 400
-        raise ApiError(400, f"{what} is not a readable image ({_reason(exc)})") from None
-
-
-def _reason(exc: Exception) -> str:
-    from PIL import UnidentifiedImageError
-
-    if isinstance(exc, UnidentifiedImageError):
-        return "unknown or corrupt format"
-    text = str(exc).splitlines()[0][:120] if str(exc) else ""
-    return text or type(exc).__name__
+# Post-processing buffers are kept between requests up to this size (1080p and below: the web
+# app's and most API frames), where reusing them saves page faults per request; above it they
+# would cost ~35 bytes per pixel per thread for good, so they are dropped after the request.
+KEEP_BUFFERS_PIXELS = 1920 * 1088
 
 
 def encode(img: np.ndarray, fmt: Format) -> tuple[bytes, str]:
@@ -125,26 +43,26 @@ def encode(img: np.ndarray, fmt: Format) -> tuple[bytes, str]:
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     if fmt is Format.png:
-        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL])
-        media = "image/png"
+        ext, params, media = ".png", [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL], "image/png"
     else:
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        media = "image/jpeg"
-    if not ok:
+        ext, params, media = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY], "image/jpeg"
+    try:
+        ok, buf = cv2.imencode(ext, img, params)
+    except cv2.error:
+        ok = False
+    if not ok:  # check_encodable refuses what the encoders cannot take; this is a bug
         raise ApiError(500, f"could not encode the result as {fmt.value}")
     return buf.tobytes(), media
 
 
-# --------------------------------------------------------------------------- engine
-
-
 @dataclass
-class SegmentRequest:
-    image: bytes
-    output: Output
-    fmt: Format
-    background: tuple[int, int, int] | str | None = None
-    background_image: bytes | None = None
+class Prepared:
+    """A request's images with every header limit checked (:meth:`Engine.prepare`), no pixel
+    decoded yet; ``pixels`` is what they will cost in the pixel budget."""
+
+    image: Any  # lazily opened PIL images
+    background: Any | None
+    pixels: int
 
 
 @dataclass
@@ -156,11 +74,13 @@ class SegmentResult:
 
 
 class Engine:
-    """The shared model + one pipeline per worker thread; ``run`` is called from worker threads."""
+    """The shared model + one pipeline per worker thread; ``run`` is called from worker threads.
+    ``pixels`` is the budget of image pixels in flight over all threads."""
 
-    def __init__(self, runtime: Runtime, cfg: ServerConfig) -> None:
+    def __init__(self, runtime: Runtime, cfg: ServerConfig, pixels: Budget | None = None) -> None:
         self.runtime = runtime
         self.cfg = cfg
+        self.pixels = pixels or Budget(cfg.max_inflight_pixels)
         self._local = threading.local()
 
     def pipeline(self) -> Pipeline:
@@ -170,43 +90,67 @@ class Engine:
             pipe = self._local.pipe = Pipeline(self.runtime.for_thread(), self.cfg.postprocess)
         return pipe
 
-    def run(self, req: SegmentRequest) -> SegmentResult:
-        t: dict[str, float] = {}
+    def prepare(self, req: SegmentRequest) -> Prepared:
+        """Every limit that can be read from the images' headers (pixels, JPEG scans, encoder
+        sides): the app calls this before queueing, so a refused request never takes a worker."""
+        image = open_checked(req.image, self.cfg.max_pixels)
+        check_encodable(image.size, req.fmt)
+        background = None
+        if req.output is Output.composite and req.background_image is not None:
+            background = open_checked(req.background_image, self.cfg.max_pixels, "background_image")
+        pixels = _pixels(image) + (_pixels(background) if background is not None else 0)
+        return Prepared(image, background, pixels)
+
+    def run(self, req: SegmentRequest, prepared: Prepared | None = None) -> SegmentResult:
+        req.check_deadline()  # queued past its timeout: the client already has its 504
+        prepared = prepared or self.prepare(req)
+        held = self.pixels.clamp(prepared.pixels)
+        if not self.pixels.acquire(held, req.deadline - time.monotonic()):
+            raise ApiError(503, "server busy: images in progress fill the server's pixel budget; retry later",
+                           {"retry-after": str(self.cfg.retry_after_s)})
+        try:
+            return self._run(req, prepared.image, prepared.background)
+        finally:
+            self.pixels.release(held)
+            if prepared.pixels > KEEP_BUFFERS_PIXELS:
+                self._give_back_memory()
+
+    def _run(self, req: SegmentRequest, image: Any, background: Any) -> SegmentResult:
         pipe = self.pipeline()
         t0 = time.perf_counter()
-        rgb = decode_image(req.image, self.cfg.max_pixels)
+        rgb = decode(image)
         t1 = time.perf_counter()
+        req.check_deadline()
         prob = pipe.model_prob(rgb)
         t2 = time.perf_counter()
+        req.check_deadline()
         alpha = pipe.alpha(prob, rgb)
-        result = self._render(req, rgb, alpha, pipe)
+        if req.output is not Output.composite:
+            result = pipe.render(rgb, alpha, req.output.value)
+        else:
+            bg = req.background or "blur" if background is None else decode(background, "background_image")
+            req.check_deadline()
+            result = pipe.render(rgb, alpha, "composite", bg)
         t3 = time.perf_counter()
+        req.check_deadline()
         body, media = encode(result, req.fmt)
         t4 = time.perf_counter()
         t = {"decode": t1 - t0, "infer": t2 - t1, "post": t3 - t2, "encode": t4 - t3}
         h, w = rgb.shape[:2]
         return SegmentResult(body, media, (w, h), {k: v * 1000.0 for k, v in t.items()})
 
-    def _render(self, req: SegmentRequest, rgb: np.ndarray, alpha: np.ndarray, pipe: Pipeline) -> np.ndarray:
-        if req.output is not Output.composite:
-            return pipe.render(rgb, alpha, req.output.value)
-        if req.background_image is not None:
-            background: Any = decode_image(req.background_image, self.cfg.max_pixels, "background_image")
-        else:
-            background = req.background or "blur"
-        return pipe.render(rgb, alpha, "composite", background)
+    def _give_back_memory(self) -> None:
+        """Drop this thread's post-processing buffers (sized for the large image just done) and
+        return the freed memory to the OS (the CLI's allocator tuning keeps freed memory)."""
+        pipe = getattr(self._local, "pipe", None)
+        if pipe is not None:
+            pipe.postprocessor.ws = pp.Workspace()
+        release_freed_memory()
 
 
-def set_pil_limits(max_pixels: int) -> None:
-    """PIL's own bomb guard is process-wide, so only the server process sets it (``serve``);
-    decode_image's header check enforces the exact limit either way."""
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we answer 413 ourselves
-    # Corrupt uploads make PIL's TIFF/EXIF readers warn ("Tag data larger than file"): the
-    # client gets its 400 or a decoded image; the log is not the place for it.
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+def _pixels(img: Any) -> int:
+    w, h = img.size
+    return int(w) * int(h)
 
 
 def model_file(runtime: Runtime) -> Path | None:
@@ -216,3 +160,4 @@ def model_file(runtime: Runtime) -> Path | None:
     if path is not None and Path(path).suffix == ".onnx":
         return Path(path)
     return DEFAULT_ONNX if path is not None and Path(path) == DEFAULT_TFLITE else None
+

@@ -1,14 +1,15 @@
-"""The ASGI guard: limits checked before FastAPI parses a body (size, type, concurrency)."""
+"""The ASGI guard: limits checked before FastAPI parses a body (method, type, size, upload
+memory, concurrency)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .config import ServerConfig
+from .budget import Budget
+from .config import MB, ServerConfig
 
 SEGMENT_PATH = "/v1/segment"
 ISOLATION_HEADERS = [(b"cross-origin-opener-policy", b"same-origin"),
@@ -16,26 +17,6 @@ ISOLATION_HEADERS = [(b"cross-origin-opener-policy", b"same-origin"),
 
 
 # --------------------------------------------------------------------------- ASGI guard
-
-
-class Limiter:
-    """Non-blocking counting slot: excess requests are refused, not queued without bound."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
-        self._lock = threading.Lock()
-
-    def try_acquire(self) -> bool:
-        with self._lock:
-            if self.in_flight >= self.limit:
-                return False
-            self.in_flight += 1
-            return True
-
-    def release(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
 
 
 Scope = dict[str, Any]
@@ -54,20 +35,29 @@ async def send_json(send: Send, status: int, payload: dict[str, Any],
 
 class GuardMiddleware:
     """Checks done before FastAPI parses the body, so rejected requests cost almost nothing:
-    content type (415) and declared size (413) from the headers; then the body is read in
-    full here, within ``body_timeout_s`` (408) and ``max_body_bytes`` (413, counted while
-    streaming, so a chunked or lying client is caught too), and only then is a concurrency
-    slot taken (503 when none is free). A slow or stalled upload therefore never holds a slot:
-    it holds one connection and at most ``max_body_bytes`` of memory until its deadline."""
+    method (405), content type (415) and declared size (413) from the headers; room in the
+    upload memory budget for the declared size (503); then the body is read in full here,
+    within ``body_timeout_s`` (408) and ``max_body_bytes`` (413, counted while streaming, so a
+    chunked or lying client is caught too), and only then is a concurrency slot taken (503
+    when none is free). A slow or stalled upload therefore never holds a slot: it holds one
+    connection and its share of ``max_upload_memory_bytes`` until its deadline. The body's
+    bytes stay reserved until the answer is sent, as the request keeps them until then."""
 
-    def __init__(self, app: Callable, cfg: ServerConfig, limiter: Limiter) -> None:
+    def __init__(self, app: Callable, cfg: ServerConfig, slots: Budget, uploads: Budget) -> None:
         self.app = app
         self.cfg = cfg
-        self.limiter = limiter
+        self.slots = slots
+        self.uploads = uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != SEGMENT_PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] != SEGMENT_PATH:
             await self.app(scope, receive, self._isolating(send) if scope["type"] == "http" else send)
+            return
+        if scope["method"] != "POST":
+            # Without this, the web app's static mount at "/" answers 404 for GET /v1/segment.
+            await send_json(send, 405, {"error": f"{SEGMENT_PATH} takes POST (multipart/form-data with "
+                                                 f"an 'image' field); got {scope['method']}"},
+                            [(b"allow", b"POST")])
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         ctype = headers.get("content-type", "")
@@ -80,21 +70,36 @@ class GuardMiddleware:
         if length.isdigit() and int(length) > limit:
             await send_json(send, 413, {"error": f"request body is {length} bytes; the limit is {limit}"})
             return
-        body = await self._read_body(receive, send, limit)
-        if body is None:  # answered (408/413) or the client went away
-            return
-        if not self.limiter.try_acquire():
-            await send_json(send, 503, {"error": "server busy: too many requests in flight; retry later"},
-                            [(b"retry-after", str(self.cfg.retry_after_s).encode())])
-            return
+        held = Held(self.uploads)
         try:
-            await self.app(scope, _replay(body, receive), send)
+            if length.isdigit() and not held.take(int(length)):
+                await self._busy(send, self._full())
+                return
+            body = await self._read_body(receive, send, limit, held)
+            if body is None:  # answered (408/413/503) or the client went away
+                return
+            if not self.slots.try_acquire():
+                await self._busy(send, "too many requests in flight")
+                return
+            replay = _replay(body, receive)
+            del body  # the app's parser consumes it from ``replay``; no second reference here
+            try:
+                await self.app(scope, replay, send)
+            finally:
+                self.slots.release()
         finally:
-            self.limiter.release()
+            held.release()
 
-    async def _read_body(self, receive: Receive, send: Send, limit: int) -> bytes | None:
-        """The whole request body, or None after answering 408 (too slow) / 413 (too large) or
-        when the client disconnected."""
+    def _full(self) -> str:
+        return f"uploads in progress fill the server's upload memory ({self.uploads.limit / MB:g} MB)"
+
+    async def _busy(self, send: Send, why: str) -> None:
+        await send_json(send, 503, {"error": f"server busy: {why}; retry later"},
+                        [(b"retry-after", str(self.cfg.retry_after_s).encode())])
+
+    async def _read_body(self, receive: Receive, send: Send, limit: int, held: Held) -> bytes | None:
+        """The whole request body, or None after answering 408 (too slow), 413 (too large) or
+        503 (a body of undeclared size outgrew the upload memory), or when the client left."""
         timeout = self.cfg.body_timeout_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -115,6 +120,9 @@ class GuardMiddleware:
                 # No "connection: close" here: uvicorn reads and drops the rest of the body, so a
                 # client still sending gets its 413 instead of a connection reset.
                 await send_json(send, 413, {"error": f"request body exceeds the limit of {limit} bytes"})
+                return None
+            if received > held.n and not held.take(received - held.n):  # chunked: reserve as it comes
+                await self._busy(send, self._full())
                 return None
             chunks.append(chunk)
             if not msg.get("more_body", False):
@@ -142,3 +150,21 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replay
+
+
+class Held:
+    """Units one request holds in a :class:`Budget`, released once whatever happens."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.n = 0
+
+    def take(self, n: int) -> bool:
+        if not self.budget.try_acquire(n):
+            return False
+        self.n += n
+        return True
+
+    def release(self) -> None:
+        self.budget.release(self.n)
+        self.n = 0

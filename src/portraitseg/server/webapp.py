@@ -63,10 +63,15 @@ def locate_runtime(web_dir: Path) -> Path | None:
     return next((c for c in candidates if (c / RUNTIME_ENTRY).is_file()), None)
 
 
-def runtime_fix(web_dir: Path) -> str:
-    return (f"onnxruntime-web is missing ({web_dir / 'vendor' / RUNTIME_ENTRY} not found), so the web app "
-            f"cannot load its model: run `bash {web_dir / 'build.sh'}` (needs npm), or `npm install "
-            f"{NPM_PACKAGE}` in {web_dir.parent}, then restart serve; the HTTP API works without it")
+def runtime_fix(web_dir: Path, public: bool = False) -> str:
+    """How to install the missing runtime. ``public``: for the page and the stub module that
+    any client sees, so paths are given relative to the repository (``web/...``), never the
+    server's own folders; the server log gets the absolute paths."""
+    web = Path("web") if public else web_dir
+    repo = "the repository folder" if public else str(web_dir.parent)
+    return (f"onnxruntime-web is missing ({web / 'vendor' / RUNTIME_ENTRY} not found), so the web app "
+            f"cannot load its model: run `bash {web / 'build.sh'}` (needs npm), or `npm install "
+            f"{NPM_PACKAGE}` in {repo}, then restart serve; the HTTP API works without it")
 
 
 def missing_runtime_page(index_html: str, message: str) -> str:
