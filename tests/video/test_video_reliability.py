@@ -135,6 +135,57 @@ def test_encoder_killed_mid_run_ends_the_run_within_seconds(noise_avi: Path, tmp
     assert _leftovers(tmp_path) == []
 
 
+_STUCK_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_video import FakeRuntime
+from test_video_reliability import _children
+from portraitseg.video import VideoConfig, process_file
+
+def stop_encoder_then_ctrl_c(i, frame):
+    if i == 6:  # ffmpeg stops reading (SIGSTOP): the encoder blocks on the full pipe
+        pids = _children(os.getpid(), "ffmpeg")
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        print("stuck", *pids, flush=True)
+        raise KeyboardInterrupt  # the first Ctrl-C: finish the frames done so far...
+
+try:
+    process_file({src!r}, {out!r}, VideoConfig(progress=False, copy_audio=False), runtime=FakeRuntime(),
+                 on_frame=stop_encoder_then_ctrl_c)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@needs_h264
+def test_second_ctrl_c_stops_a_run_whose_encoder_is_stuck(noise_avi: Path, tmp_path: Path) -> None:
+    """After the first Ctrl-C the run waits for the encoder to take the frames done so far; when
+    ffmpeg is stuck, the second Ctrl-C must end the run at once, kill ffmpeg and keep nothing."""
+    out = tmp_path / "o.mp4"
+    code = _STUCK_RUN.format(tests=str(Path(__file__).parent), src=str(noise_avi), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        assert line[:1] == ["stuck"] and len(line) == 2, proc.stderr.read() if proc.stderr else ""
+        ffmpeg = Path(f"/proc/{line[1]}")
+        time.sleep(1.0)
+        assert proc.poll() is None  # still waiting for the stopped encoder
+        proc.send_signal(signal.SIGINT)
+        t0 = time.perf_counter()
+        proc.wait(timeout=30)
+        assert time.perf_counter() - t0 < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, proc.stderr.read() if proc.stderr else ""
+    assert _leftovers(tmp_path) == []
+    # ffmpeg was killed, not left stopped behind (gone, or a zombie until its new parent reaps it)
+    assert not ffmpeg.exists() or ffmpeg.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def _children(ppid: int, name: str) -> list[int]:
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

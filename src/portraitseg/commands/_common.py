@@ -43,9 +43,15 @@ def positive_int(text: str) -> int:
 @contextmanager
 def sigterm_as_exit() -> Iterator[None]:
     """Turn SIGTERM (``kill``, a container stop) into SystemExit(143) inside the block, so
-    ``finally``/``except BaseException`` clean-ups (temporary files) run as on Ctrl-C."""
+    ``finally``/``except BaseException`` clean-ups (temporary files) run as on Ctrl-C.
+
+    Once the signal came, any exception leaving the block is that exit: a SystemExit raised
+    inside a C extension's import (the model runtime loading) reaches us as "ImportError:
+    initialization failed"."""
+    received: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
+        received.append(signum)
         raise SystemExit(128 + signum)
 
     try:
@@ -55,6 +61,10 @@ def sigterm_as_exit() -> Iterator[None]:
         return
     try:
         yield
+    except BaseException:
+        if received:
+            raise SystemExit(128 + received[0]) from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -12,10 +12,12 @@ frame shows the background only).
 
 A camera cannot wait, so there the renderer waits for the model only at start-up: no frame is
 drawn before the first mask exists (drawn without one, the first frames would be blurred or
-replaced everywhere, person included); frames captured meanwhile queue up, the oldest dropped
-as usual when the queue is full. After that it never waits. A file read as fast as possible
-(``drop_when_behind=False``) can: the renderer waits for a usable mask and capture runs at most
-N frames ahead, so every frame is drawn with a mask at most N frames away.
+replaced everywhere, person included); until the renderer has caught up with capture once,
+capture waits when the render queue is full instead of dropping frames. After that the
+renderer never waits and capture drops the oldest frame when rendering falls behind. A file
+read as fast as possible (``drop_when_behind=False``) can wait: the renderer waits for a usable
+mask and capture runs at most N frames ahead, so every frame is drawn with a mask at most N
+frames away.
 """
 
 from __future__ import annotations
@@ -130,6 +132,9 @@ class LivePipeline:
         self._age_sum = 0
         self._masked_once = False
         self._stop = threading.Event()
+        # Start-up: until the renderer has a mask and has caught up with capture once (its queue
+        # empty), capture waits instead of dropping frames.
+        self._starting = True
         self._t0 = 0.0
         self._capture_end = 0.0
         self.error: BaseException | None = None
@@ -156,30 +161,37 @@ class LivePipeline:
                 self.pipe.times.add("capture", time.perf_counter() - t0)
                 item = (idx, rgb, time.perf_counter())
                 self._slot.put((idx, rgb))
-                if not self.cfg.drop_when_behind:
+                if not self.cfg.drop_when_behind or self._starting:
+                    # A file read as fast as possible, or start-up (nothing is drawn before the
+                    # first mask, however slow the first inference, and the frames queued
+                    # meanwhile are all drawn): wait, drop nothing.
                     self._put_blocking(item)
-                    idx += 1
-                    self.stats.captured = idx
-                    continue
-                try:
-                    self._frames.put_nowait(item)
-                except queue.Full:  # renderer behind: drop the oldest, like a camera driver
-                    try:
-                        self._frames.get_nowait()
-                        self.stats.dropped += 1
-                    except queue.Empty:
-                        pass
-                    self._frames.put_nowait(item)
+                else:
+                    self._put_dropping_oldest(item)
                 idx += 1
                 self.stats.captured = idx
                 if self.cfg.pace_fps:
-                    next_t += 1.0 / self.cfg.pace_fps
+                    # Like a camera, never catch up after a stall (the start-up wait for the
+                    # first mask): a burst of frames would only overflow the render queue.
+                    period = 1.0 / self.cfg.pace_fps
+                    next_t = max(next_t + period, time.perf_counter() - period)
                     time.sleep(max(0.0, next_t - time.perf_counter()))
         except BaseException as exc:  # surfaced by run()
             self.error = exc
         finally:
             self._capture_end = time.perf_counter()
             self._frames.put(_SENTINEL)
+
+    def _put_dropping_oldest(self, item: tuple) -> None:
+        try:
+            self._frames.put_nowait(item)
+        except queue.Full:  # renderer behind: drop the oldest, like a camera driver
+            try:
+                self._frames.get_nowait()
+                self.stats.dropped += 1
+            except queue.Empty:
+                pass
+            self._frames.put_nowait(item)
 
     def _put_blocking(self, item: tuple) -> None:
         while not self._stop.is_set():
@@ -258,6 +270,7 @@ class LivePipeline:
                     break
                 idx, frame, _ = item
                 out, info = self.render_one(idx, frame)
+                self._starting = self._starting and not self._frames.empty()
                 if self.error is not None:  # the model died while this frame waited for a mask
                     break
                 t0 = time.perf_counter()

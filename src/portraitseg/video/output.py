@@ -126,9 +126,9 @@ class VideoOutput:
 
     def finish(self) -> tuple[int, int]:
         """Close the writer and read the file back; returns the written (width, height)."""
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.release()
+        if self.writer is not None:
+            self.writer.release()  # interrupted or failed: the writer stays for discard() to kill
+            self.writer = None
         if self.frames == 0:
             raise WriteError(f"{self.dst}: no frames were written")
         self.size = verify_video(self.tmp, self.frames, str(self.dst))
