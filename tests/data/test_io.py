@@ -73,3 +73,27 @@ def test_readers_open_only_common_photo_formats(tmp_path: Path) -> None:
     assert read_gray(good).shape == (3, 4)
     with open_image(good) as img:
         assert img.format == "PNG" and img.size == (4, 3)
+
+
+def test_write_atomic_on_a_read_only_file_system_raises_the_write_error(tmp_path: Path) -> None:
+    """The cleanup after a failed write must not replace the write's error with its own."""
+    import errno
+    import os
+    import subprocess
+
+    from portraitseg.data.io import write_atomic
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with pytest.raises(OSError) as info:
+            write_atomic(ro / "out.png", b"x")
+        assert info.value.errno == errno.EROFS and "out.png" in str(info.value)
+        # Before: the cleanup's own EROFS was raised, with the write's error chained under it.
+        assert info.value.__context__ is None
+    finally:
+        subprocess.run(["umount", str(ro)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
@@ -157,7 +158,9 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
         tmp.replace(path)
     except BaseException:
         # Disk full, Ctrl-C, SIGTERM (raised as SystemExit by the commands): no half file left.
-        tmp.unlink(missing_ok=True)
+        # On a read-only file system the unlink fails too; the write's own error is the one to show.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
     return path
 
