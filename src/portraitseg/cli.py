@@ -46,7 +46,6 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
-def missing_extra(exc: ModuleNotFoundError, extra: str | None = None) -> CLIError | None:
 def install_hint(extra: str) -> str:
     """The pip command that adds ``extra`` to THIS installation: from the clone it runs from
     (editable) or was installed from (``pip install .``), from the wheel file it came from, else
@@ -72,6 +71,7 @@ def hint_for(extra: str, module_file: Path, source: Path | None) -> str:
     return f"pip install 'portraitseg[{extra}]'"
 
 
+def missing_extra(exc: ModuleNotFoundError, extra: str | None = None) -> CLIError | None:
     """The one-line error for a missing optional dependency (naming the extra that installs
     it, and the command that installs it here: :func:`install_hint`), or None when ``exc`` is
     about something else (a real bug: let it surface)."""
