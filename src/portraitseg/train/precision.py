@@ -57,4 +57,10 @@ def use_bf16(device: torch.device, amp: bool, cpu_bf16: bool, native: bool | Non
         return amp
     if device.type != "cpu" or not cpu_bf16:
         return False
-    return cpu_has_native_bf16() if native is None else native
+    if native is not None:
+        return native
+    if not cpu_has_native_bf16():
+        print("note: --cpu-bf16 asked for, but this CPU has no native bf16 (AVX512-BF16/AMX): "
+              "training in fp32, which is several times faster here", flush=True)
+        return False
+    return True
