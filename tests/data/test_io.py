@@ -97,3 +97,20 @@ def test_write_atomic_on_a_read_only_file_system_raises_the_write_error(tmp_path
         assert info.value.__context__ is None
     finally:
         subprocess.run(["umount", str(ro)])
+
+
+def test_jpeg_scan_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 4096x4096 progressive JPEG with 5,000 scans (~80 s to decode) is refused from its bytes
+    by every file reader, naming the file (the server refused it already)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+    from hostile import scan_bomb_jpeg
+
+    from portraitseg.inference import load_image
+
+    bomb = tmp_path / "photo.jpg"
+    bomb.write_bytes(scan_bomb_jpeg())
+    for read in (read_rgb, load_image):
+        with pytest.raises(DataError, match=r"photo\.jpg: progressive JPEG with \d+ scans"):
+            read(bomb)

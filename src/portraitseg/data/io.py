@@ -110,10 +110,23 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS):
         raise decode_error(path, exc) from None
     try:
         _refuse_size(str(path), img.size, max_pixels)  # from the header, before decoding
+        if img.format == "JPEG":
+            # A small progressive JPEG with thousands of scans decodes for a minute (each scan is a
+            # pass over the whole image): refuse it from its bytes, as the server does.
+            _refuse_scan_bomb(path)
     except DataError:
         img.close()
         raise
     return img
+
+
+def _refuse_scan_bomb(path: Path) -> None:
+    from .jpeg_scans import ScanLimitError, check_jpeg_scans
+
+    try:
+        check_jpeg_scans(path)
+    except ScanLimitError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def decode_error(path: str | Path, exc: BaseException) -> DataError:
