@@ -54,7 +54,7 @@ class Resources:
     job's size (:meth:`resolve`)."""
 
     actors: int | None = None  # segmenting actors, each with its own copy of the model
-    threads: int = 1  # model threads per actor (1 is the most images/s per core)
+    threads: int = 1  # model threads per actor: parallelism comes from the actors
     batch_size: int | None = None  # images per actor call
 
     def resolve(self, n_images: int | None, cluster_cpus: float) -> Resources:
