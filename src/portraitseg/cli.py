@@ -39,6 +39,7 @@ EXTRA_FOR_MODULE: dict[str, str] = {
     "fastapi": "server",
     "uvicorn": "server",
     "multipart": "server",
+    "ray": "ray",
 }
 
 
