@@ -126,3 +126,75 @@ def test_every_sample_bad_lists_the_reasons(ccp3: Path, tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert err.count("skipped: ") == 3 and "over the limit of 100 (--max-pixels)" in err
     assert "no readable samples to cache" in err.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- issue 17: damaged caches, writes
+
+
+def _damaged_copies(good: Path, folder: Path) -> dict[str, Path]:
+    """A truncated file (BadZipFile), one with flipped bytes (bad CRC, read lazily by np.load) and
+    a well-formed zip whose image bytes are garbage (cv2.imdecode -> None: 'NoneType'.ndim)."""
+    raw = good.read_bytes()
+    (folder / "truncated.npz").write_bytes(raw[: len(raw) // 2])
+    flipped = bytearray(raw)
+    for i in range(len(raw) // 3, len(raw) // 3 + 256):
+        flipped[i] ^= 0x5A
+    (folder / "flipped.npz").write_bytes(bytes(flipped))
+    arrays = dict(np.load(good))
+    image_bytes = arrays["image_bytes"].copy()
+    start = int(arrays["image_offsets"][1])
+    image_bytes[start : start + 64] = 7
+    np.savez(folder / "garbage.npz", **{**arrays, "image_bytes": image_bytes})
+    return {name: folder / f"{name}.npz" for name in ("truncated", "flipped", "garbage")}
+
+
+def test_damaged_caches_are_one_line_errors(ccp3: Path, tmp_path: Path, capsys) -> None:
+    good, _ = build_cache([(ccp3, "train.txt")], tmp_path / "good.npz", SIZE)
+    capsys.readouterr()  # build_cache's progress bars
+    for name, path in _damaged_copies(good, tmp_path).items():
+        with pytest.raises(DataError, match=f"{name}.npz: .*rebuild it") as info:
+            load_cache(path, workers=1, progress=False)
+        assert "\n" not in str(info.value), name
+        # ... and through `train`, before any epoch runs
+        code = main(["train", "--train-cache", str(path), "--out-dir", str(tmp_path / "runs"),
+                     "--device", "cpu", "--input-size", str(SIZE), "--progress", "false", "--workers", "1"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and f"{name}.npz" in err, err
+
+
+def test_bad_size_or_quality_is_refused_before_reading(tmp_path: Path, capsys) -> None:
+    for flag, value, message in (("--size", "0", "--size must be a whole number >= 1; got 0"),
+                                 ("--quality", "101", "--quality must be a whole number in [0, 100]")):
+        argv = ["cache", str(tmp_path / "c.npz"), "--images", str(tmp_path / "missing"), flag, value]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+
+
+def test_full_disk_is_one_line_and_leaves_no_temporary(ccp3: Path, tmp_path: Path, capsys) -> None:
+    """A real tiny tmpfs: np.savez left a 2 MB '.c.npz.tmp.npz' and a traceback."""
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "disk", "16k") as disk:
+        assert main(["cache", str(disk / "c.npz"), "--data", f"{ccp3}:train.txt", "--size", "224"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.endswith("c.npz: cannot write (No space left on device)")
+        assert list(disk.iterdir()) == []
+
+
+def test_unwritable_output_fails_before_decoding(ccp3: Path, tmp_path: Path, capsys) -> None:
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        assert main(["cache", str(ro / "c.npz"), "--data", f"{ccp3}:train.txt", "--size", str(SIZE)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write into" in err and "cache " in err and "%|" not in err  # no sample was decoded
+
+
+def test_loading_bars_can_be_silenced(ccp3: Path, tmp_path: Path, capsys) -> None:
+    path, _ = build_cache([(ccp3, "train.txt")], tmp_path / "c.npz", SIZE)
+    capsys.readouterr()
+    load_cache(path, workers=1, progress=False)
+    assert capsys.readouterr().err == ""
+    load_cache(path, workers=1)
+    assert "c.npz images" in capsys.readouterr().err

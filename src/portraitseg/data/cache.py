@@ -11,6 +11,7 @@ image to the model input.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ..defaults import INPUT_SIZE, MAX_PIXELS
+from ..outfiles import check_writable, write_files
 from ..postprocess import to_u8
 from .datasets import FolderDataset, Sample, find_images, open_dataset
 from .io import DataError, NoSamplesError, read_rgb
 
 CACHE_VERSION = 1
+# Arrays every cache has (labelled ones add target_/ignore_ bytes and offsets).
+CACHE_KEYS = ("version", "size", "image_bytes", "image_offsets", "source", "source_names", "names")
 
 
 @dataclass
@@ -63,6 +67,16 @@ def _pack(chunks: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(chunks), dtype=np.uint8).copy(), offsets
 
 
+def check_build_options(out: str | Path, size: int, quality: int) -> None:
+    """Refuse a side or quality no cache can have (OpenCV would fail deep inside its resize with
+    an assertion) and an output that cannot be written, before anything is decoded."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"--size must be a whole number >= 1; got {size}")
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
+        raise ValueError(f"--quality must be a whole number in [0, 100]; got {quality}")
+    check_writable(out, overwrite=True, what="cache")
+
+
 def _resize_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image = cv2.resize(sample.image, (size, size), interpolation=cv2.INTER_AREA)
     target = cv2.resize(sample.target, (size, size), interpolation=cv2.INTER_AREA)
@@ -82,6 +96,7 @@ def build_cache(
 
     Returns the path and the list of skipped-file messages (``on_error="skip"``).
     """
+    check_build_options(out, size, quality)
     images: list[bytes] = []
     targets: list[bytes] = []
     ignores: list[bytes] = []
@@ -121,6 +136,7 @@ def build_image_cache(
     Each folder becomes one source (named after the folder), so training can weight them. A bad
     image raises :class:`DataError`, or with a ``skipped`` list is recorded there and left out.
     """
+    check_build_options(out, size, quality)
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     images: list[bytes] = []
     names: list[str] = []
@@ -165,50 +181,84 @@ def _arrays(
 
 
 def _save(out: str | Path, arrays: dict) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
-    return out
+    """The .npz written atomically through ``outfiles.write_files`` (a full disk or read-only
+    folder is one line naming the file, and leaves no temporary behind)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_files({Path(out): buffer.getbuffer().tobytes()})
+    return Path(out)
+
+
+def _damaged(path: Path, what: str) -> DataError:
+    return DataError(f"{path}: damaged cache ({what}); rebuild it with `portraitseg cache`")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a cache file, read now (a damaged member fails here, with its name)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {key: z[key] for key in z.files}
+    except Exception as exc:  # BadZipFile (truncated, bad CRC), a pickled array, not an .npz at all
+        reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a portraitseg cache, or a damaged one ({reason}); rebuild it with "
+                        "`portraitseg cache`") from None
+    missing = [k for k in CACHE_KEYS if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: not a portraitseg cache (missing {', '.join(missing)})")
+    version = int(arrays["version"]) if arrays["version"].size == 1 else -1
+    if version != CACHE_VERSION:
+        raise DataError(f"{path}: cache version {version}, expected {CACHE_VERSION}; rebuild it")
+    n = len(arrays["image_offsets"]) - 1
+    for kind in ("image", "target", "ignore"):
+        if f"{kind}_bytes" in arrays or kind == "image":
+            data, offsets = arrays.get(f"{kind}_bytes"), arrays.get(f"{kind}_offsets")
+            if data is None or offsets is None or len(offsets) != n + 1 or (offsets.size and (
+                offsets[0] != 0 or offsets[-1] != len(data) or (np.diff(offsets) <= 0).any()
+            )):
+                raise _damaged(path, f"{kind} offsets do not fit the stored bytes")
+    source, names = arrays["source"], arrays["names"]
+    if n < 1 or len(source) != n or len(names) != n:
+        raise _damaged(path, f"{n} images but {len(source)} source ids and {len(names)} names")
+    if source.min() < 0 or source.max() >= len(arrays["source_names"]) or arrays["size"].size != 1:
+        raise _damaged(path, "source ids or size out of range")
+    return arrays
 
 
 def _decode_all(
-    data: bytes | np.ndarray, offsets: np.ndarray, flags: int, workers: int, desc: str
+    data: np.ndarray, offsets: np.ndarray, flags: int, workers: int, desc: str, progress: bool, size: int,
+    path: Path, names: np.ndarray,
 ) -> np.ndarray:
+    channels = (size, size, 3) if flags == cv2.IMREAD_COLOR else (size, size)
+
     def one(i: int) -> np.ndarray:
         img = cv2.imdecode(data[offsets[i] : offsets[i + 1]], flags)
+        if img is None or img.shape != channels:
+            raise _damaged(path, f"{desc} of sample {i} ({names[i]}) cannot be decoded to {size}x{size}")
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if img.ndim == 3 else img
 
     n = len(offsets) - 1
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        decoded = list(tqdm(pool.map(one, range(n)), total=n, desc=desc, unit="img", leave=False))
-    return np.stack(decoded)
+        bar = tqdm(pool.map(one, range(n)), total=n, desc=f"{path.name} {desc}", unit="img", leave=False,
+                   disable=not progress)
+        return np.stack(list(bar))
 
 
-def load_cache(path: str | Path, workers: int = 4) -> CacheArrays:
-    """Decode a cache file into memory (OpenCV releases the GIL, so threads scale)."""
+def load_cache(path: str | Path, workers: int = 4, progress: bool = True) -> CacheArrays:
+    """Decode a cache file into memory (OpenCV releases the GIL, so threads scale); a damaged
+    file is one :class:`DataError` line naming it. ``progress``: the decoding bars."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: cache file not found")
-    try:
-        z = np.load(path, allow_pickle=False)
-        version = int(z["version"])
-    except Exception as exc:
-        raise DataError(f"{path}: not a portraitseg cache ({exc})") from exc
-    if version != CACHE_VERSION:
-        raise DataError(f"{path}: cache version {version}, expected {CACHE_VERSION}; rebuild it")
-    images = _decode_all(
-        z["image_bytes"], z["image_offsets"], cv2.IMREAD_COLOR, workers, f"{path.name} images"
-    )
+    z = _read_arrays(path)
+    size = int(z["size"])
+    decode = dict(workers=workers, progress=progress, size=size, path=path, names=z["names"])
+    images = _decode_all(z["image_bytes"], z["image_offsets"], cv2.IMREAD_COLOR, desc="images", **decode)
     targets = ignore = None
     if "target_bytes" in z:
-        targets = _decode_all(
-            z["target_bytes"], z["target_offsets"], cv2.IMREAD_GRAYSCALE, workers, "targets"
-        )
-        ignore = (
-            _decode_all(z["ignore_bytes"], z["ignore_offsets"], cv2.IMREAD_GRAYSCALE, workers, "ignore") > 127
-        )
+        targets = _decode_all(z["target_bytes"], z["target_offsets"], cv2.IMREAD_GRAYSCALE, desc="targets",
+                              **decode)
+        ignore = _decode_all(z["ignore_bytes"], z["ignore_offsets"], cv2.IMREAD_GRAYSCALE, desc="ignore",
+                             **decode) > 127
         ignore = ignore.astype(np.uint8)
     return CacheArrays(
         images=images,
