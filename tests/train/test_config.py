@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from portraitseg.cli import build_parser
@@ -163,3 +164,71 @@ def test_polish_recipe_gives_the_stage6_run(tmp_path: Path) -> None:
     cfg = _config(argv)
     assert cfg == _config(STAGE6_FLAGS)
     assert cfg.augment["composite_p"] == 0.0 and cfg.augment["composite_texture_frac"] == 0.6
+
+
+# --------------------------------------------------------------------------- issue 17: one validation
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--batch-size", "-4"], "--batch-size must be >= 1; got -4"),
+    (["--batch-size", "0"], "--batch-size must be >= 1; got 0"),
+    (["--epochs", "0"], "--epochs must be >= 1; got 0"),
+    (["--input-size", "100"], "--input-size must be a multiple of 32"),
+    (["--lr", "nan"], "--lr must be a finite number > 0; got nan"),
+    (["--set", "epochs=abc"], "--epochs must be a whole number; got 'abc'"),
+    (["--set", "augment.nosuch=1"], "--set augment.nosuch: not a field of AugmentConfig"),
+    (["--set", "augment.flip_p=often"], "--set augment.flip_p must be a number; got 'often'"),
+    (["--set", "model=nosuch"], "--model 'nosuch' is not a registered model"),
+    (["--set", "model_overrides.input_size=96"], "model_overrides.input_size: set by --input-size"),
+    (["--set", "source_weights.eg1800=-1"], "--set source_weights.eg1800 must be a finite number >= 0"),
+    (["--run", "../../x"], "--run must be a plain folder name"),
+    (["--set", "run=/tmp/x"], "--run must be a plain folder name"),
+    (["--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N; got 'gpu'"),
+])
+def test_bad_options_are_one_line_naming_the_option(argv: list[str], message: str, tmp_path: Path,
+                                                    capsys) -> None:
+    from portraitseg.cli import main
+
+    assert main(["train", "--train-cache", "a.npz", "--out-dir", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_the_library_validates_the_same_way() -> None:
+    # Python API users get the same checks as the CLI (TrainConfig validates when made).
+    with pytest.raises(ValueError, match="--batch-size must be >= 1"):
+        TrainConfig(batch_size=0)
+    cfg = TrainConfig(lr="1e-3", train_cache="one.npz", run=2024)  # type: ignore[arg-type]
+    assert (cfg.lr, cfg.train_cache, cfg.run) == (0.001, ["one.npz"], "2024")
+    cfg.epochs = -1  # changed after it was made: the Trainer validates again
+    with pytest.raises(ValueError, match="--epochs must be >= 1"):
+        cfg.validate()
+
+
+def test_one_cache_given_as_a_string_is_a_list() -> None:
+    # `--set train_cache=tr.npz` read the string as a list of one-letter file names.
+    assert _config(["--set", "train_cache=tr.npz", "val_cache=va.npz"]).train_cache == ["tr.npz"]
+
+
+def test_cuda_without_cuda_is_one_line(tmp_path: Path, capsys) -> None:
+    import torch
+
+    from portraitseg.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--train-cache", "a.npz", "--out-dir", str(tmp_path), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device cuda: CUDA is not available here" in err and len(err.splitlines()) == 1
+
+
+def test_explicit_epochs_drop_a_config_files_time_budget(tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("time_budget_s: 470\nepochs: 300\n")
+    assert _config(["--config", str(recipe)]).time_budget_s == 470  # no flag: the recipe's budget
+    cfg = _config(["--config", str(recipe), "--epochs", "3"])
+    assert (cfg.epochs, cfg.time_budget_s) == (3, None)
+    assert "note: --epochs 3 given: training 3 epoch(s)" in capsys.readouterr().err
+    both = _config(["--config", str(recipe), "--set", "epochs=3", "--time-budget-s", "60"])
+    assert (both.epochs, both.time_budget_s) == (3, 60)  # both on the command line: the budget re-fits

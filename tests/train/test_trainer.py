@@ -107,7 +107,10 @@ def test_short_training_learns_and_writes_everything(caches, tmp_path: Path) -> 
 
 def test_resume_reproduces_an_uninterrupted_run(caches, tmp_path: Path, monkeypatch) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    small = ("--limit", "16")  # 2 steps per epoch: enough to exercise the optimiser state
+    # 2 steps per epoch: enough to exercise the optimiser state. With the EMA on (and dropout,
+    # channels-last as in real runs): saving best.pt built a model from the global RNG that
+    # dropout draws from, after last.pt had stored it, so the resumed epoch 2 differed.
+    small = ("--limit", "16", "--ema-decay", "0.9", "--channels-last", "true")
     assert main(train_args(caches, straight, 2, *small)) == 0
 
     # Interrupt the second run right after epoch 1 has been checkpointed, like a crash.
@@ -133,6 +136,10 @@ def test_resume_reproduces_an_uninterrupted_run(caches, tmp_path: Path, monkeypa
     steps_b = {s["step"].item() for s in b["optimizer"]["state"].values()}
     assert steps_a == steps_b == {a["step"]}
     assert [r["epoch"] for r in b["history"]] == [1, 2]
+    for key, value in a["ema"]["module"].items():
+        assert torch.equal(value, b["ema"]["module"][key]), key
+    losses = [[r["train_loss"] for r in read_metrics(run / "r")] for run in (straight, resumed)]
+    assert losses[0] == losses[1]  # bit-exact, as the text of metrics.csv
 
 
 def _init_file(path: Path, **overrides) -> tuple[torch.nn.Module, Path]:
@@ -320,16 +327,153 @@ def test_resume_honours_new_epochs(caches, tmp_path: Path, capsys) -> None:
     assert "already trained 2 epoch(s); epochs=1 leaves nothing to do" in capsys.readouterr().err
 
 
-def test_failed_checkpoint_save_leaves_no_temp(tmp_path: Path, monkeypatch) -> None:
-    import errno
 
-    from portraitseg import checkpoint
 
-    def full_disk(obj, path) -> None:
-        Path(path).write_bytes(b"half")
-        raise OSError(errno.ENOSPC, "No space left on device")
+# --------------------------------------------------------------------------- issue 17: checkpoints, metrics
 
-    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space"):
-        checkpoint.atomic_save({"a": 1}, tmp_path / "last.pt")
-    assert list(tmp_path.iterdir()) == []
+
+def _scripted_validation(monkeypatch, losses: list[float]) -> None:
+    """Trainer.validate returns ``losses[epoch]`` (by the number of epochs in the history)."""
+    def validate(self: Trainer) -> dict:
+        return {"val_loss": losses[len(self.history)], "val_acc": 0.5, "val_miou": 0.5}
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+
+
+def test_resume_never_replaces_best_with_a_worse_model(caches, tmp_path: Path, monkeypatch) -> None:
+    """Losses 0.50, 0.30, resume, 0.40: best.pt must stay epoch 2's. last.pt kept the best value
+    from before its own epoch (0.50), so the resumed run took 0.40 for an improvement."""
+    from portraitseg.checkpoint import load_checkpoint
+
+    _scripted_validation(monkeypatch, [0.5, 0.3, 0.4, 0.35])
+    small = ("--limit", "8")
+    assert main(train_args(caches, tmp_path, 2, *small)) == 0
+    run = tmp_path / "r"
+    last = run / "last.pt"
+    assert load_checkpoint(last)["best_val"] == 0.3
+    assert main(train_args(caches, tmp_path, 2, *small, "--resume", str(last), "--epochs", "3")) == 0
+    best = load_checkpoint(run / "best.pt")
+    assert (best["epoch"], best["best_val"]) == (1, 0.3)
+    # A last.pt as the code before the fix wrote it (stale best_val, no hash) resumes right too.
+    old = dict(load_checkpoint(last), best_val=0.5, epoch=1, total_epochs=2)
+    old["history"] = old["history"][:2]
+    del old["sha256"]
+    torch.save(old, last)
+    assert main(train_args(caches, tmp_path, 2, *small, "--resume", str(last), "--epochs", "4")) == 0
+    best = load_checkpoint(run / "best.pt")
+    assert (best["epoch"], best["best_val"]) == (1, 0.3)
+    assert [r["epoch"] for r in read_metrics(run)] == ["1", "2", "3", "4"]
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+import portraitseg.train.trainer as t
+real = t.atomic_save
+def save(obj, path):
+    if path.name == "last.pt" and obj["epoch"] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 before epoch 2's last.pt is written
+    return real(obj, path)
+t.atomic_save = save
+from portraitseg.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_before_the_checkpoint_keeps_metrics_consistent(caches, tmp_path: Path) -> None:
+    """metrics.csv got epoch 2 appended before last.pt was saved: killed in between, the resumed
+    run wrote epoch 2 again. Now metrics.csv is written from last.pt's history, after it."""
+    args = train_args(caches, tmp_path, 3, "--limit", "8")
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *args], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    run = tmp_path / "r"
+    assert [r["epoch"] for r in read_metrics(run)] == ["1"]
+    assert main([*args, "--resume", str(run / "last.pt")]) == 0
+    assert [r["epoch"] for r in read_metrics(run)] == ["1", "2", "3"]
+    from portraitseg.checkpoint import load_checkpoint
+
+    assert [r["epoch"] for r in load_checkpoint(run / "last.pt")["history"]] == [1, 2, 3]
+
+
+def test_resume_rewrites_metrics_rows_past_the_checkpoint(caches, tmp_path: Path, capsys) -> None:
+    """An epoch row without its checkpoint (left by a run killed under the old save order) is
+    dropped when the run resumes, not kept beside the replayed epoch."""
+    small = ("--limit", "8")
+    assert main(train_args(caches, tmp_path, 1, *small)) == 0
+    run = tmp_path / "r"
+    with (run / "metrics.csv").open("a") as f:
+        f.write("2,0.9,0.5,0.001,0.9,0.5,0.3,1.0,2.0\r\n")
+    assert main(train_args(caches, tmp_path, 2, *small, "--resume", str(run / "last.pt"))) == 0
+    assert "metrics.csv had 1 row(s) past last.pt" in capsys.readouterr().out
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["train_loss"] != "0.9"
+
+
+def test_full_disk_is_one_line_and_a_rerun_says_what_to_do(caches, tmp_path: Path, capsys) -> None:
+    """A real 12 MB tmpfs: best.pt and the epoch's weights fit, last.pt does not. Training failed
+    with 'RuntimeError: [enforce fail at inline_container.cc:672]', and the rerun was refused
+    pointing to --resume of a last.pt that did not exist."""
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "disk", "12m") as disk:
+        args = train_args(caches, disk, 1, "--limit", "8")
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("last.pt: cannot write (No space left on device)") and len(err.splitlines()) == 1
+        run = disk / "r"
+        assert not (run / "last.pt").exists() and not list(run.glob(".*tmp*"))
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert "has no last.pt to resume" in err and "--overwrite" in err and "--resume" not in err
+
+
+def test_unwritable_out_dir_fails_before_loading_data(caches, tmp_path: Path, capsys) -> None:
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        assert main(train_args(caches, ro, 1, "--limit", "8")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write into" in err and "read-only" in err
+
+
+def test_resume_from_a_pt_that_runs_code_is_refused(caches, tmp_path: Path, capsys) -> None:
+    import os
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model_config": {}, "model": {}, "optimizer": Evil()}, evil)
+    assert main(train_args(caches, tmp_path, 1, "--resume", str(evil))) == 2
+    err = capsys.readouterr().err.strip()
+    assert "evil.pt: not a portraitseg checkpoint: loading it would run code" in err
+    assert len(err.splitlines()) == 1 and not marker.exists()
+
+
+def test_epochs_flag_wins_over_a_yaml_time_budget(caches, tmp_path: Path, capsys) -> None:
+    """--epochs 3 with a config's time budget ran 13+ epochs (the budget re-fitted the count
+    after epoch 2); here a 1 ms budget would have cut it to 2."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("time_budget_s: 0.001\n")
+    assert main(["train", "--config", str(recipe), *train_args(caches, tmp_path, 3, "--limit", "8")[1:]]) == 0
+    out = capsys.readouterr()
+    assert "note: --epochs 3 given: training 3 epoch(s)" in out.err and "time_budget_s=0.001" in out.err
+    assert [r["epoch"] for r in read_metrics(tmp_path / "r")] == ["1", "2", "3"]
+
+
+def test_progress_bars_show_the_epochs_lr_and_go_quiet_when_off(caches, tmp_path: Path, capsys) -> None:
+    """The bar showed the lr of the epoch's first step (1.67e-04 while the epoch ran at 1.33e-03);
+    --progress false still printed the cache-loading bars."""
+    args = train_args(caches, tmp_path / "on", 1, "--limit", "24")  # 3 steps, lr rising in warm-up
+    on = [a if a != "false" or args[i - 1] != "--progress" else "true" for i, a in enumerate(args)]
+    assert main(on) == 0
+    err = capsys.readouterr().err
+    lr = float(read_metrics(tmp_path / "on" / "r")[0]["lr"])
+    shown = [part.split(",")[0].rstrip("]") for part in err.split("lr=")[1:]]
+    assert shown and shown[-1].startswith(f"{lr:.2e}"), (shown, lr)
+    assert main(train_args(caches, tmp_path / "off", 1, "--limit", "8")) == 0
+    assert "%|" not in capsys.readouterr().err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
 from pathlib import Path
 
 from ..cli import requires_extra
@@ -91,7 +93,22 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         if value is not None:
             data[f.name] = value
     _apply_set(data, args.set)
-    return TrainConfig.from_dict(data)
+    cfg = TrainConfig.from_dict(data)  # validated: a bad --set epochs=abc fails here, in one line
+    epochs = explicit_epochs(args)
+    if epochs is not None and cfg.time_budget_s and not _budget_on_command_line(args):
+        # The flag is what the user asked for just now; a budget in a recipe file would re-fit
+        # the run to another count after epoch 2 (--epochs 3 ran 13+ epochs).
+        print(f"note: --epochs {epochs} given: training {epochs} epoch(s); the config file's "
+              f"time_budget_s={cfg.time_budget_s:g} is not applied (add --time-budget-s to re-fit to "
+              "a budget)", file=sys.stderr)
+        cfg.time_budget_s = None
+    return cfg
+
+
+def _budget_on_command_line(args: argparse.Namespace) -> bool:
+    return getattr(args, "time_budget_s", None) is not None or any(
+        item.partition("=")[0] == "time_budget_s" for item in args.set
+    )
 
 
 def merge_config(data: dict, layer: dict) -> dict:
@@ -131,5 +148,9 @@ def run(args: argparse.Namespace) -> int:
     prepare_run_dir(Path(cfg.out_dir) / cfg.run, args.resume, args.overwrite)
     with sigterm_as_exit():  # atomic saves remove their temporary file on the way out
         best = train(cfg, resume=args.resume, epochs=explicit_epochs(args) if args.resume else None)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes
+    if main_rank and not best.is_file():  # every epoch's score was NaN: none improved on infinity
+        raise ValueError(f"{best.parent}: no epoch had a finite score, so no best.pt was written "
+                         "(see metrics.csv)")
     print(f"best weights: {best}")
     return 0

@@ -10,11 +10,11 @@ from ..data.cache import CacheArrays, concat_caches, load_cache
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def load_labelled(paths: list[str], workers: int, limit: int | None) -> CacheArrays:
+def load_labelled(paths: list[str], workers: int, limit: int | None, progress: bool = True) -> CacheArrays:
     """One or more labelled caches joined, optionally cut to the first ``limit`` samples."""
     if not paths:
         raise ValueError("no training cache given (build one with `portraitseg cache`)")
-    data = concat_caches([load_cache(p, workers) for p in paths])
+    data = concat_caches([load_cache(p, workers, progress) for p in paths])
     if limit:
         data = CacheArrays(
             data.images[:limit],
@@ -29,12 +29,12 @@ def load_labelled(paths: list[str], workers: int, limit: int | None) -> CacheArr
     return data
 
 
-def load_images(paths: str | list[str] | None, workers: int) -> CacheArrays | None:
+def load_images(paths: str | list[str] | None, workers: int, progress: bool = True) -> CacheArrays | None:
     """Image-only cache(s) (backgrounds), or None."""
     if not paths:
         return None
     paths = [paths] if isinstance(paths, str) else list(paths)
-    return concat_caches([load_cache(p, workers) for p in paths])
+    return concat_caches([load_cache(p, workers, progress) for p in paths])
 
 
 def to_device(data: CacheArrays, device: torch.device) -> Tensors:

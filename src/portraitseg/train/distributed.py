@@ -30,11 +30,21 @@ def init_distributed(device: torch.device) -> Dist:
 
 
 def pick_device(spec: str) -> torch.device:
+    """``auto``: CUDA (this rank's GPU) when available, else the CPU. A CUDA device that is not
+    there is refused in one line, before any data is loaded."""
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
-    return torch.device(spec)
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only torch build" if torch.version.cuda is None else "no usable GPU found"
+            raise ValueError(f"--device {spec}: CUDA is not available here ({build}); "
+                             "use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def broadcast_int(value: int, device: torch.device, world: int) -> int:

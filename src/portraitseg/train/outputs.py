@@ -1,11 +1,19 @@
-"""What a run writes besides checkpoints: metrics.csv (one row per epoch) and PNG graphs."""
+"""What a run writes besides checkpoints: metrics.csv (one row per epoch) and PNG graphs.
+
+metrics.csv is rewritten whole from the checkpoint's history after each ``last.pt`` (and when a
+run resumes), never appended to: a run killed between the two writes, or resumed from an older
+``last.pt``, would otherwise list epochs twice or epochs the checkpoint does not have.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from tqdm import tqdm
+
+from ..outfiles import write_files
 
 # (history column, graph title): one PNG per column, skipped while any epoch lacks it.
 GRAPHS = (
@@ -17,17 +25,30 @@ GRAPHS = (
 )
 
 
-def log_row(run_dir: Path, row: dict[str, float]) -> None:
-    """Append ``row`` to metrics.csv (header on first write) and print it."""
+def print_row(row: dict[str, float]) -> None:
+    """One epoch's metrics as one line (above any progress bar)."""
+    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> Path:
+    """metrics.csv = ``history``, one row per epoch (atomic: temporary file + rename)."""
+    columns = list(dict.fromkeys(key for row in history for key in row))  # first-seen order
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
     path = run_dir / "metrics.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-    text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-    tqdm.write(text)
+    write_files({path: text.getvalue().encode()})
+    return path
+
+
+def read_metric_epochs(run_dir: Path) -> list[str]:
+    """The epoch column of an existing metrics.csv (empty when there is none)."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [row.get("epoch", "") for row in csv.DictReader(f)]
 
 
 def plot_history(run_dir: Path, history: list[dict[str, float]]) -> None:
@@ -48,5 +69,7 @@ def plot_history(run_dir: Path, history: list[dict[str, float]]) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(run_dir / f"{key}.png", dpi=100)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100)
         plt.close(fig)
+        write_files({run_dir / f"{key}.png": png.getvalue()})

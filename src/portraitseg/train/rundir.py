@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..data.io import remove_stale_temps
+from ..outfiles import check_writable
 
 # What a run writes into its folder (trainer.py / outputs.py), i.e. what --overwrite replaces.
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv")
@@ -25,12 +26,18 @@ def run_outputs(run_dir: Path) -> list[Path]:
 
 def prepare_run_dir(run_dir: Path, resume: Path | None, overwrite: bool) -> None:
     """Refuse to replace an earlier run's checkpoints and metrics unless resuming it or
-    ``overwrite`` (which deletes them, so metrics.csv does not mix two runs)."""
+    ``overwrite`` (which deletes them, so metrics.csv does not mix two runs), and refuse a run
+    folder that cannot be written, before any data is loaded."""
+    check_writable(run_dir / "last.pt", overwrite=True, what="--out-dir/--run")
     earlier = run_outputs(run_dir)
     if earlier and resume is None and not overwrite:
+        last = run_dir / "last.pt"
+        how = (f"continue it with --resume {last}, start it over with --overwrite" if last.is_file() else
+               "it has no last.pt to resume (stopped before its first checkpoint): start it over with "
+               "--overwrite")
         raise ValueError(
-            f"{run_dir}: run '{run_dir.name}' already exists ({earlier[0].name}, ...); continue it with "
-            f"--resume {run_dir / 'last.pt'}, start it over with --overwrite, or pick another --run"
+            f"{run_dir}: run '{run_dir.name}' already exists ({earlier[0].name}, ...); {how}, or pick "
+            "another --run"
         )
     if overwrite and resume is None:
         for p in earlier:

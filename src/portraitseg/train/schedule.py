@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-SCHEDULES = ("cosine", "plateau")
+from .config import SCHEDULES
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:

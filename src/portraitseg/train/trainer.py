@@ -21,7 +21,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import atomic_save, config_from_dict, load_model, load_training_state, save_weights
+from ..checkpoint import (
+    atomic_save,
+    config_from_dict,
+    load_model,
+    load_training_state,
+    load_weights,
+    save_weights,
+)
 from ..data.augment import AugmentConfig, BatchAugmenter
 from ..losses import segmentation_loss
 from ..models import MobileUNet, model_config, to_head_kernel, to_subpixel_head
@@ -29,7 +36,7 @@ from . import distributed as ddp
 from .config import TrainConfig
 from .data import epoch_indices, load_images, load_labelled, source_probs, to_device
 from .ema import ModelEMA
-from .outputs import log_row, plot_history
+from .outputs import plot_history, print_row, read_metric_epochs, write_metrics
 from .precision import autocast_context, keep_batchnorm_fp32, use_bf16
 from .schedule import LRSchedule
 from .validate import validate
@@ -48,7 +55,10 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
 def build_model(cfg: TrainConfig) -> MobileUNet:
     """The run's model, warm-started from ``cfg.init_weights`` when given."""
     mcfg = model_config(cfg.model, input_size=cfg.input_size, **cfg.model_overrides)
-    model = MobileUNet(mcfg)
+    try:
+        model = MobileUNet(mcfg)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:  # a value the layers cannot use
+        raise ValueError(f"--model {cfg.model} with model_overrides {cfg.model_overrides}: {exc}") from None
     if cfg.init_weights:
         init = load_model(cfg.init_weights)
         if init.config.head == "upsample" and mcfg.head == "subpixel":
@@ -81,6 +91,7 @@ def _warm_start(model: MobileUNet, init: MobileUNet) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
+        cfg.validate()  # again: fields may have been changed since the config was made
         self.cfg = cfg
         self.device = ddp.pick_device(cfg.device)
         self.dist = ddp.init_distributed(self.device)
@@ -119,9 +130,10 @@ class Trainer:
 
     def _init_data(self) -> None:
         cfg = self.cfg
-        self.train_data = load_labelled(cfg.train_cache, cfg.workers, cfg.limit)
-        self.val_data = load_labelled(cfg.val_cache, cfg.workers, None) if cfg.val_cache else None
-        bg = load_images(cfg.backgrounds, cfg.workers)
+        bars = cfg.progress and self.dist.main
+        self.train_data = load_labelled(cfg.train_cache, cfg.workers, cfg.limit, bars)
+        self.val_data = load_labelled(cfg.val_cache, cfg.workers, None, bars) if cfg.val_cache else None
+        bg = load_images(cfg.backgrounds, cfg.workers, bars)
         self.backgrounds = torch.from_numpy(bg.images).to(self.device) if bg is not None else None
         bg_probs = None
         if bg is not None and cfg.background_weights:
@@ -199,7 +211,9 @@ class Trainer:
                 correct += hit.sum()
                 counted += valid.sum()
                 loss_sum += loss.detach()
-            if cfg.progress and self.dist.main and i % 20 == 0:
+            # Every 20 steps (loss.item() waits for the GPU) and at the last, so the bar ends
+            # showing the epoch's final lr, the one metrics.csv records.
+            if cfg.progress and self.dist.main and (i % 20 == 0 or i == self.steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
         stats = torch.stack([loss_sum / self.steps_per_epoch, correct / counted.clamp_min(1)])
         stats = ddp.mean_over_ranks(stats, self.dist.world)
@@ -221,9 +235,11 @@ class Trainer:
         started = time.time()
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._sync_metrics()
             print(
                 f"training {cfg.model} at {cfg.input_size}px on {len(self.train_data)} samples "
-                f"({self.steps_per_epoch} steps/epoch x {self.total_epochs} epochs) on {self.device}"
+                f"({self.steps_per_epoch} steps/epoch x {self.total_epochs} epochs{self._budget_note()}) "
+                f"on {self.device}"
                 + (f" x{self.dist.world}" if self.dist.world > 1 else "")
                 + (" in bf16 autocast" if self.bf16 else " in fp32")
             )
@@ -240,12 +256,31 @@ class Trainer:
                 self._fit_epochs_to_budget(row["epoch_s"], cfg.time_budget_s - row["elapsed_s"])
             self.history.append(row)
             if self.dist.main:
-                log_row(self.run_dir, row)
+                print_row(row)
                 self._save(epoch, row)
             epoch += 1
         if self.dist.main:
             plot_history(self.run_dir, self.history)
         return self.run_dir / "best.pt"
+
+    def _budget_note(self) -> str:
+        """What the time budget will do, for the start line."""
+        budget = self.cfg.time_budget_s
+        if not budget:
+            return ""
+        if self.start_epoch > 1:
+            return ", fitted to the time budget earlier in this run"
+        return f", re-fitted after epoch 2 to a {budget:.0f}s time budget"
+
+    def _sync_metrics(self) -> None:
+        """metrics.csv = the history of the checkpoint this run starts from (see outputs.py)."""
+        if not self.history:
+            return
+        extra = len(read_metric_epochs(self.run_dir)) - len(self.history)
+        write_metrics(self.run_dir, self.history)
+        if extra > 0:
+            print(f"note: metrics.csv had {extra} row(s) past last.pt (an epoch interrupted before its "
+                  "checkpoint); rewritten from last.pt's history")
 
     def _fit_epochs_to_budget(self, epoch_s: float, remaining_s: float) -> None:
         fitted = 2 + max(0, int(remaining_s / max(epoch_s, 1e-3)))
@@ -276,25 +311,35 @@ class Trainer:
         """The weights that get evaluated and shipped: the EMA when enabled."""
         if self.ema is None:
             return self.model
-        model = MobileUNet(self.model.config)
+        # Building a model initialises weights from the global RNG, which dropout draws from and
+        # last.pt restores on resume: drawing here would make a resumed run differ from a
+        # straight one (it did: epoch-4 train loss 0.837967 vs 0.838634).
+        with torch.random.fork_rng(devices=[]):
+            model = MobileUNet(self.model.config)
         model.load_state_dict(self.ema.module.state_dict())
         return model
 
     def _save(self, epoch: int, row: dict[str, float]) -> None:
-        state = self.state(epoch)
-        atomic_save(state, self.run_dir / "last.pt")
-        score = row.get("val_loss", row["train_loss"])
-        if score < self.best_val:
+        """best.pt (and the epoch's weight file) when the score improved, then last.pt, then
+        metrics.csv from last.pt's history. In this order a run killed at any point resumes
+        from a last.pt whose best_val is what best.pt holds, and its metrics.csv is rewritten
+        from that last.pt (outputs.py)."""
+        score = _score(row)
+        improved = score < self.best_val
+        if improved:
             self.best_val = score
-            state["best_val"] = score
+        state = self.state(epoch)  # after best_val is updated: last.pt once kept the value before
+        if improved:
+            shipped = self.eval_model()
             # best.pt holds the evaluated (EMA) weights so `eval best.pt` measures what we ship.
-            best = dict(state, model=self.eval_model().state_dict())
-            atomic_save(best, self.run_dir / "best.pt")
+            atomic_save(dict(state, model=shipped.state_dict()), self.run_dir / "best.pt")
             name = f"{self.cfg.model}-{epoch + 1:03d}-{score:.2f}.pt"
-            save_weights(self.eval_model(), self.run_dir / name, extra={"epoch": epoch + 1, "val": row})
+            save_weights(shipped, self.run_dir / name, extra={"epoch": epoch + 1, "val": row})
             kept = sorted(self.run_dir.glob(f"{self.cfg.model}-*.pt"), key=lambda p: p.stat().st_mtime)
             for old in kept[: -self.cfg.keep_epoch_checkpoints]:
                 old.unlink()
+        atomic_save(state, self.run_dir / "last.pt")
+        write_metrics(self.run_dir, self.history)
 
     def resume(self, path: str | Path, epochs: int | None = None) -> None:
         """Continue from a last.pt; ``epochs`` (given explicitly) replaces its planned total:
@@ -302,17 +347,23 @@ class Trainer:
         data = load_training_state(path, self.device)
         if config_from_dict(data["model_config"]) != self.model.config:
             raise ValueError(f"{path}: checkpoint model config differs from this run's")
-        self.model.load_state_dict(data["model"])
-        if self.ema is not None and data.get("ema") is not None:
-            self.ema.load_state_dict(data["ema"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        self.schedule.load_state_dict(data.get("plateau"))
-        self.start_epoch = int(data["epoch"]) + 1
-        self.step = int(data["step"])
-        self.total_epochs = int(data["total_epochs"])
-        self.best_val = float(data["best_val"])
-        self.history = list(data["history"])
-        _set_rng_state(data["rng"])
+        load_weights(self.model, data["model"], path)
+        try:
+            if self.ema is not None and data.get("ema") is not None:
+                self.ema.load_state_dict(data["ema"])
+            self.optimizer.load_state_dict(data["optimizer"])
+            self.schedule.load_state_dict(data.get("plateau"))
+            self.start_epoch = int(data["epoch"]) + 1
+            self.step = int(data["step"])
+            self.total_epochs = int(data["total_epochs"])
+            self.history = list(data["history"])
+            # last.pt files written before the save order was fixed hold the best value from
+            # before their own epoch; the history has every epoch's score: take the best of both.
+            self.best_val = min([float(data["best_val"]), *(_score(r) for r in self.history)])
+            _set_rng_state(data["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{path}: training state does not fit this run ({reason})") from None
         if epochs is not None and epochs != self.total_epochs:
             if epochs <= self.start_epoch:
                 raise ValueError(f"{path}: already trained {self.start_epoch} epoch(s); epochs={epochs} "
@@ -321,6 +372,11 @@ class Trainer:
                 print(f"resume: re-planned from {self.total_epochs} to {epochs} epochs "
                       f"(learning-rate schedule recomputed for the remaining {epochs - self.start_epoch})")
             self.total_epochs = epochs
+
+
+def _score(row: dict[str, float]) -> float:
+    """What best.pt is chosen by: validation loss, else (no validation caches) training loss."""
+    return float(row.get("val_loss", row["train_loss"]))
 
 
 def _seed_everything(seed: int) -> None:
