@@ -305,3 +305,81 @@ def test_tflite_metadata_written_by_export_is_read_by_the_runtime(tmp_path: Path
     assert read_tflite_metadata(tagged) == meta  # re-tagging replaces the entry
     assert ex.read_metadata(tagged) == meta
     assert TFLiteRuntime(tagged).output_format.kind == "probability"
+
+
+# --------------------------------------------------------------------------- issue 17: damaged inputs
+
+
+def test_damaged_weights_are_not_exported(model: nn.Module, tmp_path: Path) -> None:
+    """One weight of 2.4e24 (flipped exponent bits): PyTorch and the export computed the same
+    garbage, so the export 'passed' its own verification."""
+    import copy
+
+    bad = copy.deepcopy(model)
+    with torch.no_grad():
+        bad.decoder.blocks[0].refine[0][1][0].weight.view(-1)[7] = 2.4e24
+    with pytest.raises(ValueError, match=r"holds a value of 2.4e\+24, far beyond any trained weight"):
+        ex.export_model(bad, tmp_path / "bad.onnx", ex.ExportConfig(verify_count=1))
+    assert not any(tmp_path.iterdir())
+
+
+def test_verification_fails_on_absurd_outputs(model: nn.Module, tmp_path: Path) -> None:
+    import copy
+
+    bad = copy.deepcopy(model)
+    with torch.no_grad():
+        bad.head.bias += 5e4  # every weight plausible, every logit absurd
+    with pytest.raises(ValueError, match=r"bad.onnx: verification failed: .*logits of 5e\+04"):
+        ex.export_model(bad, tmp_path / "bad.onnx", ex.ExportConfig(verify_count=1))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("opset", ["1", "10", "24", "99"])
+def test_opset_out_of_range_is_one_line(opset: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # 1: torch cannot export Resize; 10: an export that fails verification; 24, 99: torch refuses.
+    with pytest.raises(SystemExit) as info:
+        main(["export", "default", "--opset", opset, "-o", str(tmp_path / "m.onnx")])
+    assert info.value.code == 2
+    assert f"argument --opset: must be in [11, 23]; got {opset}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"--opset must be in \[11, 23\]"):
+        ex.ExportConfig(opset=int(opset)).validate()
+
+
+def test_cli_refuses_a_pt_that_runs_code(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import os
+
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model_config": {}, "model": {}, "x": Evil()}, evil)
+    assert main(["export", str(evil), "-o", str(tmp_path / "e.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "evil.pt: not a portraitseg checkpoint: loading it would run code" in err
+    assert len(err.splitlines()) == 1 and not marker.exists() and not (tmp_path / "e.onnx").exists()
+
+
+def test_cli_refuses_a_damaged_checkpoint(model: nn.Module, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    weights = save_weights(model, tmp_path / "w.pt")
+    raw = bytearray(weights.read_bytes())
+    start = raw.find(model.head.weight.detach().numpy().tobytes()[:32])
+    for i in range(start, start + 256):
+        raw[i] ^= 0x5A
+    weights.write_bytes(bytes(raw))
+    assert main(["export", str(weights), "-o", str(tmp_path / "w.onnx")]) == 2
+    assert "w.pt: corrupted checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "w.onnx").exists()
+
+
+def test_unwritable_output_is_one_line_before_converting(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        assert main(["export", "default", "-o", str(ro / "m.onnx"), "--size", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write into" in err and "m.onnx" in err

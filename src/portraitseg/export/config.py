@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..options import ANY, Bounds, check_options
 from ..options import option as _opt
 from ..runtimes import OUTPUT_KINDS
 
@@ -12,6 +13,9 @@ FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_GRANULARITIES = ("auto", "per-channel", "per-tensor")
 ONNX_OPSET = 17
+# Opsets our graph exports correctly at: 9-10 lack the bilinear Resize modes (verification fails
+# by 0.16 in probability), below that Resize cannot be exported; 23 is the newest torch 2.13 writes.
+ONNX_OPSETS = (11, 23)
 INPUT_NAME = "image"
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
 
@@ -30,24 +34,28 @@ class ExportConfig:
 
     format: str = _opt("onnx", "ONNX (NCHW) or TFLite (NHWC)", choices=FORMATS)
     precision: str = _opt("fp32", "weights/compute precision; int8 needs --calib-data", choices=PRECISIONS)
-    size: int | None = _opt(None, "square input side, a multiple of 32 (default: the model's)", type=int)
+    size: int | None = _opt(None, "square input side, a multiple of 32 (default: the model's)", type=int,
+                            bounds=Bounds(low=32))
     dynamic: bool = _opt(False, "dynamic batch/height/width (ONNX only; excludes --size)")
     flatten: bool = _opt(False, "output [N, H*W] instead of an image-shaped tensor")
     output_kind: str = _opt("logits", "raw logits (as PyTorch) or sigmoid probability", choices=OUTPUT_KINDS)
-    opset: int = _opt(ONNX_OPSET, "ONNX opset")
+    opset: int = _opt(ONNX_OPSET, f"ONNX opset, {ONNX_OPSETS[0]}-{ONNX_OPSETS[1]}",
+                      bounds=Bounds(*ONNX_OPSETS))
     calib_data: str | None = _opt(None, "photos for int8 calibration (a folder, or a dataset root with "
                                   "images/)", metavar="DIR")
-    calib_count: int = _opt(32, "calibration photos", metavar="N")
+    calib_count: int = _opt(32, "calibration photos", metavar="N", bounds=Bounds(low=1))
     int8_granularity: str = _opt("auto", "int8 weight scales; auto quantises both and keeps the one closer "
                                  "to fp32", choices=INT8_GRANULARITIES)
     verify_data: str | None = _opt(None, "photos to verify the export on (default: random images)",
                                    metavar="DIR")
     verify_count: int = _opt(8, "images to verify on", metavar="N")
-    threads: int = _opt(1, "runtime threads used for verification")
-    seed: int = _opt(0, "seed of the random verification images")
+    threads: int = _opt(1, "runtime threads used for verification", bounds=Bounds(low=1))
+    seed: int = _opt(0, "seed of the random verification images", bounds=ANY)
 
     def validate(self) -> None:
-        """Raise ValueError with a one-line message for an impossible combination."""
+        """Raise ValueError with a one-line message for a value out of its range or an impossible
+        combination (the flags check ranges as they are parsed; this covers the library)."""
+        check_options(self)
         for name, value, allowed in (
             ("format", self.format, FORMATS),
             ("precision", self.precision, PRECISIONS),

@@ -30,7 +30,9 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..data.io import read_rgb, write_atomic
+from ..checkpoint import check_weights
+from ..data.io import read_rgb
+from ..outfiles import check_writable, write_files
 from ..runtimes import open_model, ours_input, to_input_tensor
 from . import onnx as onnx_export
 from . import tflite as tflite_export
@@ -175,10 +177,13 @@ def export_model(model: Any, path: str | Path, cfg: ExportConfig) -> ExportResul
     path = Path(path)
     if path.suffix != SUFFIXES[cfg.format]:
         raise ValueError(f"{path}: a {cfg.format} export must end in {SUFFIXES[cfg.format]}")
+    check_writable(path, overwrite=True, what="output")  # before minutes of converting
     model = model.eval()
     size = cfg.size or model.config.input_size
     if size % 32:
         raise ValueError(f"model input_size {size} is not a multiple of 32; pass --size")
+    # Damaged weights give garbage that PyTorch and the export agree on: refuse them here.
+    check_weights(model.state_dict(), "model")
     fused = fuse_batchnorm(model)
     fusion_diff = check_fusion(model, fused)
     wrapper = ExportWrapper(fused, cfg.output_kind, cfg.flatten, channels_last=cfg.format == "tflite")
@@ -197,13 +202,20 @@ def export_model(model: Any, path: str | Path, cfg: ExportConfig) -> ExportResul
     data = _with_metadata(data, meta, cfg)
     # Verify the bytes as written, under a hidden name, and only then move them into place:
     # a failed verification leaves no broken model behind.
-    staged = write_atomic(path.with_name(f".{path.stem}.verify{path.suffix}"), data)
+    staged = path.with_name(f".{path.stem}.verify{path.suffix}")
+    write_files({staged: data})  # a full disk or read-only folder: one line naming the file
     try:
-        report = verify_export(staged, model, cfg, size)
+        try:
+            report = verify_export(staged, model, cfg, size)
+        except ValueError as exc:
+            raise ValueError(f"{path}: verification failed: {exc}") from None
         if not report.passed:
             raise ValueError(f"{path}: verification failed: max |probability diff| {report.max_abs_diff:.3g} "
                              f"exceeds {report.tolerance:g} for {cfg.precision}")
-        staged.replace(path)
+        try:
+            staged.replace(path)
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     finally:
         staged.unlink(missing_ok=True)
     return ExportResult(path, meta, report, fusion_diff, len(data), int8_scores)

@@ -19,6 +19,11 @@ from ..metrics import mask_iou
 from ..runtimes import Runtime, open_model, output_to_prob
 from .config import VERIFY_MAX_PROB_DIFF, ExportConfig
 
+# A trained Mobile-UNet's logits stay within a few tens (the bundled model: -8..9 on photos).
+# Beyond this the weights are damaged: such an export "matches" PyTorch only because both
+# sides compute the same garbage, so verification must not pass it.
+MAX_ABS_LOGIT = 1e4
+
 
 def list_images(folder: str | Path) -> list[Path]:
     """Image files of a dataset root (its ``images/``) or of a plain folder, sorted."""
@@ -58,12 +63,29 @@ def random_images(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def lowres_prob(runtime: Runtime, image: np.ndarray) -> tuple[np.ndarray, float]:
-    """Person probability at the model's resolution, and the model call's seconds."""
+    """Person probability at the model's resolution, and the model call's seconds; raw outputs
+    that are not finite, or absurd for their kind, fail (:func:`check_raw_output`)."""
     x = runtime.preprocess(image)
     t0 = time.perf_counter()
     raw = runtime.infer(x)
     elapsed = time.perf_counter() - t0
+    check_raw_output(raw, runtime)
     return output_to_prob(raw, runtime.output_format, runtime.input_size), elapsed
+
+
+def check_raw_output(raw: np.ndarray, runtime: Runtime) -> None:
+    """ValueError unless the model's raw output is finite and plausible: logits within
+    :data:`MAX_ABS_LOGIT`, probabilities within [0, 1]."""
+    out = np.asarray(raw, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{runtime.name}: the model outputs NaN/inf: its weights are damaged or diverged")
+    peak = float(np.abs(out).max()) if out.size else 0.0
+    if runtime.output_format.kind == "logits" and peak > MAX_ABS_LOGIT:
+        raise ValueError(f"{runtime.name}: the model outputs logits of {peak:.3g}, far beyond a trained "
+                         f"model's (limit {MAX_ABS_LOGIT:g}): its weights are damaged")
+    if runtime.output_format.kind == "probability" and (out.min() < -1e-3 or out.max() > 1 + 1e-3):
+        raise ValueError(f"{runtime.name}: the model outputs probabilities outside [0, 1] "
+                         f"({out.min():.3g}..{out.max():.3g})")
 
 
 def torch_reference(model: Any, size: int) -> Runtime:
