@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from .data.augment import composite_batch, person_boxes
 from .data.datasets import Sample, find_images, open_dataset
-from .data.io import DataError, NoSamplesError, encode_image, read_rgb, write_atomic
+from .data.io import DataError, NoSamplesError, encode_image, read_rgb
 from .defaults import MAX_PIXELS
+from .outfiles import check_writable, write_files
 from .postprocess import to_u8
 
 MANIFEST_COLUMNS = ["name", "source", "stem", "background", "bg_width", "bg_height", "x0", "y0", "crop"]
@@ -66,6 +67,7 @@ def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: output folder exists and is not empty; prepare writes a new dataset, "
                         "give a new or empty folder")
+    check_writable(out / "train.txt", overwrite=False, what="output folder")  # fail before compositing
 
 
 def cover_resize(bg: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -110,10 +112,12 @@ def portrait_crop(alpha: np.ndarray, rng: np.random.Generator) -> tuple[int, int
 
 
 def _write_sample(out: Path, name: str, image: np.ndarray, alpha: np.ndarray, ignore: np.ndarray) -> None:
-    write_atomic(out / "images" / f"{name}.jpg", encode_image(image, ".jpg", 95))
-    write_atomic(out / "alpha" / f"{name}.png", encode_image(_to_u8(alpha), ".png"))
+    """Atomic writes; a full disk is one line naming the file (outfiles.write_files)."""
+    files = {out / "images" / f"{name}.jpg": encode_image(image, ".jpg", 95),
+             out / "alpha" / f"{name}.png": encode_image(_to_u8(alpha), ".png")}
     if ignore.any():  # ignore maps are optional per file: only write those that say something
-        write_atomic(out / "ignore" / f"{name}.png", encode_image(ignore.astype(np.uint8) * 255, ".png"))
+        files[out / "ignore" / f"{name}.png"] = encode_image(ignore.astype(np.uint8) * 255, ".png")
+    write_files(files)
 
 
 def _to_u8(alpha: np.ndarray) -> np.ndarray:
@@ -199,10 +203,10 @@ def prepare(
         report.skipped += dataset.skipped.errors
     if not report.written:
         raise NoSamplesError(f"{out}: no readable samples to composite", report.skipped)
-    write_atomic(out / "train.txt", ("\n".join(report.written) + "\n").encode())
     text = io.StringIO()
     csv.writer(text).writerows([MANIFEST_COLUMNS, *manifest])
-    write_atomic(out / "manifest.csv", text.getvalue().encode())
+    write_files({out / "train.txt": ("\n".join(report.written) + "\n").encode(),
+                 out / "manifest.csv": text.getvalue().encode()})
     return report
 
 

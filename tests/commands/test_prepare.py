@@ -147,3 +147,28 @@ def test_bomb_background_and_every_sample_bad(ccp3: Path, textures: Path, tmp_pa
     err = capsys.readouterr().err
     assert err.count("skipped: ") >= 3 and "over the limit of 100" in err
     assert "no readable samples to composite" in err.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- issue 17: unwritable output
+
+
+def test_read_only_output_is_one_line_before_compositing(ccp3: Path, textures: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        assert run_prepare(ccp3, textures, ro / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write into" in err and "Traceback" not in err
+
+
+def test_full_disk_is_one_line(ccp3: Path, textures: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture) -> None:
+    """A real 64 KB tmpfs fills up after a few composites: one line naming the file, exit 2."""
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        assert run_prepare(ccp3, textures, disk / "out") == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "cannot write (No space left on device)" in err
+        assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]
