@@ -58,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def recipe_from_args(args: argparse.Namespace) -> FinetuneRecipe:
     """The built-in recipe, then --recipe FILE, then the flags given."""
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues a fine-tune and --overwrite starts one over: give one of them")
     base = FinetuneRecipe.from_yaml(args.recipe) if args.recipe else FinetuneRecipe()
     changes = config_changes(FinetuneRecipe, args, only=FLAGS)
     if args.resume and set(changes) - {"minutes"}:

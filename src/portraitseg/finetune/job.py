@@ -168,8 +168,8 @@ def plan_data(job: FinetuneJob) -> Parts:
         if val:
             parts.held_out.append((source.root, write_split(splits / f"{source.name}.val.txt", val)))
         parts.n_train += len(train)
-        parts.lines.append(f"{source.name} ({source.origin}): {len(train)} for training, {len(val)} held out "
-                           f"{how}")
+        held_out = f"{len(val)} held out {how}" if val else "held-out images from --val"
+        parts.lines.append(f"{source.name} ({source.origin}): {len(train)} for training, {held_out}")
     for source in held.sources:
         parts.held_out.append((source.root, write_split(splits / f"{source.name}.val.txt", source.stems)))
         parts.lines.append(f"{source.name} ({source.origin}): {len(source.stems)} held out (--val)")

@@ -77,11 +77,12 @@ class BudgetBar:
         left = self.left_s()
         self.bar.set_postfix_str(f"{int(left // 60)}:{int(left % 60):02d} left | {self.text}")
 
-    def epoch_done(self, epoch: int, total: int, miou: float | None, start_miou: float | None) -> None:
+    def epoch_done(self, epoch: int, total: int | None, miou: float | None, start_miou: float | None) -> None:
+        """``total``: the planned epochs, None while not yet fitted to the budget."""
         score = "" if miou is None else f" | val mIoU {miou:.3f}"
         if miou is not None and start_miou is not None:
             score += f" (start {start_miou:.3f})"
-        self.text = f"epoch {epoch}/{total}{score}"
+        self.text = f"epoch {epoch}{'' if total is None else f'/{total}'}{score}"
         if self.bar.disable:
             left = self.left_s()
             print(f"fine-tune: {self.text}, {int(left // 60)}:{int(left % 60):02d} left", flush=True)
@@ -111,7 +112,10 @@ class FinetuneTrainer(Trainer):
             if self.bar.left_s() <= 0:
                 # Out of time: make this the last epoch (fit() re-reads total_epochs every epoch).
                 self.total_epochs = min(self.total_epochs, epoch)
-            self.bar.epoch_done(epoch, self.total_epochs, row.get("val_miou"), self.start_miou)
+            # The recipe's epoch count is a placeholder until the trainer fits it to the budget
+            # after epoch 2: no "1/100" on the bar.
+            planned = self.total_epochs if self.total_epochs != self.cfg.epochs or epoch > 2 else None
+            self.bar.epoch_done(epoch, planned, row.get("val_miou"), self.start_miou)
         return row
 
 
