@@ -477,3 +477,16 @@ def test_progress_bars_show_the_epochs_lr_and_go_quiet_when_off(caches, tmp_path
     assert shown and shown[-1].startswith(f"{lr:.2e}"), (shown, lr)
     assert main(train_args(caches, tmp_path / "off", 1, "--limit", "8")) == 0
     assert "%|" not in capsys.readouterr().err
+
+
+def test_no_best_pt_is_explained(caches, tmp_path: Path, monkeypatch, capsys) -> None:
+    # Every score NaN: nothing improved on infinity, so there is no best.pt to name (exit 2).
+    _scripted_validation(monkeypatch, [float("nan")] * 3)
+    assert main(train_args(caches, tmp_path / "nan", 1, "--limit", "8")) == 2
+    assert "no epoch had a finite score, so no best.pt was written" in capsys.readouterr().err
+    # Resumed into another folder and not improving: says so, and it is not an error.
+    _scripted_validation(monkeypatch, [0.3, 0.5])
+    assert main(train_args(caches, tmp_path / "a", 1, "--limit", "8")) == 0
+    last = tmp_path / "a" / "r" / "last.pt"
+    assert main(train_args(caches, tmp_path / "b", 2, "--limit", "8", "--resume", str(last))) == 0
+    assert f"no best.pt in {tmp_path / 'b' / 'r'}: no epoch improved" in capsys.readouterr().out

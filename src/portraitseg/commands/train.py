@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -149,8 +150,13 @@ def run(args: argparse.Namespace) -> int:
     with sigterm_as_exit():  # atomic saves remove their temporary file on the way out
         best = train(cfg, resume=args.resume, epochs=explicit_epochs(args) if args.resume else None)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes
-    if main_rank and not best.is_file():  # every epoch's score was NaN: none improved on infinity
-        raise ValueError(f"{best.parent}: no epoch had a finite score, so no best.pt was written "
-                         "(see metrics.csv)")
+    if main_rank and not best.is_file():
+        if math.isinf(load_training_state(best.with_name("last.pt"))["best_val"]):
+            raise ValueError(f"{best.parent}: no epoch had a finite score, so no best.pt was written "
+                             "(see metrics.csv)")
+        # Resumed into another folder, and no epoch beat the run it continued.
+        print(f"no best.pt in {best.parent}: no epoch improved on the best of the run it resumed "
+              f"({args.resume})")
+        return 0
     print(f"best weights: {best}")
     return 0
