@@ -79,6 +79,22 @@ def test_option_errors_come_before_any_work(pairs: Path, tmp_path: Path,
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_read_only_out_is_one_line_before_any_work(pairs: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """A real read-only mount as OUT's parent: one line naming it, exit 1 (it was a traceback)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        assert finetune(pairs, "-o", ro / "out", *FAST) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"portraitseg finetune: error: {ro / 'out'}: Read-only file system"
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
 def test_finetune_then_resume_then_overwrite(pairs: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture) -> None:
     """The outputs load and predict; a re-run is refused; --resume trains on from last.pt with the

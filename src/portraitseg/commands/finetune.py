@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from ..finetune.recipe import FinetuneRecipe
-from ._common import add_config_flags, config_changes, positive_int
+from ._common import add_config_flags, config_changes, positive_int, write_errors_exit_1
 
 # Recipe fields with a flag of their own; the rest (train, replay_sets, ...) through --recipe FILE.
 FLAGS = ("minutes", "input_size", "export_size", "val_fraction", "replay_share", "replay_max", "bf16",
@@ -87,6 +87,7 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+@write_errors_exit_1("finetune")  # a read-only or full disk: one line, exit 1
 def run(args: argparse.Namespace) -> int:
     from ..cli import requires_extra
 

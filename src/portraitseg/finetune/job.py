@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..commands._common import check_writable_folder
 from ..data.io import DataError, write_atomic
 from .caches import (
     CacheResult,
@@ -97,10 +98,11 @@ def prepare_out(job: FinetuneJob) -> dict[str, Any] | None:
         if out.resolve().is_relative_to(Path(folder).resolve()):
             raise ValueError(f"-o {out}: is inside the data folder {folder}; put the output elsewhere")
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries and job.resume:
+        raise ValueError(f"-o {out}: nothing to resume (empty or missing); run without --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(out, "-o")  # a read-only mount fails here, before any work
     if not entries:
-        if job.resume:
-            raise ValueError(f"-o {out}: nothing to resume (empty or missing); run without --resume")
-        out.mkdir(parents=True, exist_ok=True)
         return None
     if not (job.resume or job.overwrite):
         listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")

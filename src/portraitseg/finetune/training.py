@@ -57,8 +57,9 @@ class BudgetBar:
         self.text = "starting"
         # enabled=None: a bar on a terminal only (tqdm's disable=None), lines elsewhere.
         disable = None if enabled is None else not enabled
-        self.bar = tqdm(total=round(budget_s), desc="fine-tune", unit="s", disable=disable,
-                        bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}", leave=True)
+        # The changing text goes in {desc} (tqdm puts ", " before a postfix).
+        self.bar = tqdm(total=round(budget_s), desc=self.text, unit="s", disable=disable,
+                        bar_format="fine-tune {percentage:3.0f}%|{bar}| {desc}", leave=True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, daemon=True)
         if not self.bar.disable:
@@ -75,7 +76,7 @@ class BudgetBar:
         elapsed = min(self.budget_s, time.monotonic() - self.start)
         self.bar.n = round(elapsed)
         left = self.left_s()
-        self.bar.set_postfix_str(f"{int(left // 60)}:{int(left % 60):02d} left | {self.text}")
+        self.bar.set_description_str(f"{int(left // 60)}:{int(left % 60):02d} left | {self.text}")
 
     def epoch_done(self, epoch: int, total: int | None, miou: float | None, start_miou: float | None) -> None:
         """``total``: the planned epochs, None while not yet fitted to the budget."""
