@@ -175,19 +175,14 @@ def run(job: FileJob, settings: BulkSettings, resources: Resources | None = None
     """Segment files into files on a Ray cluster with predict's names, rules and record;
     prints each bad file as 'path: problem' and shows progress. ``summary`` (filled in as
     the job goes) lets a caller report how far an interrupted job got."""
-    from ..commands.predict import _clean_stale_temps, collect_inputs, output_recipes
+    from ..commands.predict import gather_jobs, output_recipes
     from ..commands.predict_record import Record
     from ..inference import Segmenter
     from .plan import plan_jobs
 
     summary = summary if summary is not None else BulkSummary()
     kinds = check_kinds(job.kinds)
-    jobs, errors = collect_inputs(job.inputs, job.outdir)
-    for line in errors:
-        print(line, file=sys.stderr)
-    if not jobs:
-        raise ValueError("no input images found")
-    _clean_stale_temps(job.outdir)
+    jobs, errors = gather_jobs(job.inputs, job.outdir)
     # The model opens here first: a bad --model or backend is one line now, not a failure on
     # every worker after the cluster started; it also gives predict's recipes (the record's
     # key for "same model and options"), computed once for all workers.

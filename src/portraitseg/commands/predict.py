@@ -192,7 +192,19 @@ class Summary:
     skipped: int = 0  # images not recomputed (all their outputs up to date)
 
 
-def _check_outputs(paths: dict[str, Path], inputs: set[Path], claimed: dict[Path, Path], job: Job) -> None:
+def gather_jobs(specs: list[str], outdir: Path) -> tuple[list[Job], list[str]]:
+    """The jobs of a predict-style run (predict, bulk): inputs expanded, unmatched specs printed
+    as error lines, stale temporary files of killed runs removed; no input at all is an error."""
+    jobs, errors = collect_inputs(specs, outdir)
+    for line in errors:
+        print(line, file=sys.stderr)
+    if not jobs:
+        raise ValueError("no input images found")
+    clean_stale_temps(outdir)
+    return jobs, errors
+
+
+def check_job_outputs(paths: dict[str, Path], inputs: set[Path], claimed: dict[Path, Path], job: Job) -> None:
     for out in paths.values():
         resolved = out.resolve()
         if resolved in inputs:
@@ -237,7 +249,7 @@ def write_outputs(encoded: dict[Path, bytes], overwrite: bool, summary: Summary)
         summary.written += 1  # counted per file, so a failure mid-image still reports the truth
 
 
-def _clean_stale_temps(outdir: Path) -> None:
+def clean_stale_temps(outdir: Path) -> None:
     from ..data.io import is_temp_file
 
     if not outdir.is_dir():
@@ -338,12 +350,7 @@ def run(args: argparse.Namespace) -> int:
     kinds = list(dict.fromkeys(args.output or ["mask"]))
     cfg = postprocess_config(args)
     background = parse_background(args.background, args.max_pixels) if "composite" in kinds else None
-    jobs, errors = collect_inputs(args.inputs, args.outdir)
-    for line in errors:
-        print(line, file=sys.stderr)
-    if not jobs:
-        raise ValueError("no input images found")
-    _clean_stale_temps(args.outdir)
+    jobs, errors = gather_jobs(args.inputs, args.outdir)
     segmenter = Segmenter(args.model, backend=args.backend, postprocess=cfg, threads=args.threads,
                           max_pixels=args.max_pixels)
     batch = Batch(segmenter, background, output_recipes(kinds, segmenter, cfg, background),
@@ -357,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
             for job in bar:
                 paths = output_paths(job, args.outdir, kinds, args.composite_format)
                 try:
-                    _check_outputs(paths, inputs, claimed, job)
+                    check_job_outputs(paths, inputs, claimed, job)
                     process(job, paths, batch)
                     summary.done += 1
                 # DecompressionBombError: PIL's own guard, reached only with --max-pixels above it.
