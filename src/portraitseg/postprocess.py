@@ -436,6 +436,8 @@ def make_background(image: np.ndarray, background: Background, ws: Workspace | N
         return blurred_background(image, ws=ws)
     if isinstance(background, np.ndarray) and background.ndim == 3:
         bg = background[..., :3] if background.shape[2] == 4 else background
+        if bg.shape[:2] == (h, w) and bg.dtype == np.uint8:
+            return bg  # already the frame's size (a video's background, prepared once): only read
         return resize_cover(bg.astype(np.uint8, copy=False), (h, w), ws)
     colour = tuple(int(c) for c in background)  # type: ignore[union-attr]
     if len(colour) != 3 or not all(0 <= c <= 255 for c in colour):

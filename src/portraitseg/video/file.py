@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -32,10 +32,10 @@ from .. import postprocess as pp
 from ..pipeline import Pipeline, StageTimes
 from ..runtimes import Runtime
 from ..temporal import SmoothingConfig
-from .effects import Effect, ModelConfig, open_pipeline, render_effect
+from .effects import Effect, ModelConfig, open_pipeline, prepare_effect, render_effect
 from .io import copy_audio, open_video
 from .output import VideoOutput
-from .writer import WriteError
+from .writer import EncoderConfig, WriteError
 
 _SENTINEL = None
 POLL_S = 0.1  # how often a waiting stage checks the stop signals
@@ -48,6 +48,7 @@ class VideoConfig:
     overlapping the model)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # H.264 outputs
     effect: Effect = "blur"
     alpha_dir: Path | None = None  # also write RGBA PNGs (frame_000000.png, ...)
     copy_audio: bool = True
@@ -67,6 +68,9 @@ class VideoResult:
     stage_ms: dict[str, float]
     frames_in: int = 0  # input frames read
     size_in: tuple[int, int] = (0, 0)  # the input's (width, height)
+    # CPU ms per frame of each stage in its thread, and "x264": the ffmpeg encoder process
+    # (per frame written); their sum / cores is the CPU-bound limit of the frame rate.
+    stage_cpu_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def throughput_fps(self) -> float:
@@ -90,6 +94,7 @@ class VideoResult:
             "interrupted": self.interrupted,
             "audio": self.audio,
             "stage_ms": self.stage_ms,
+            "stage_cpu_ms": self.stage_cpu_ms,
         }
 
 
@@ -181,16 +186,13 @@ def _decode(cap: cv2.VideoCapture, first: np.ndarray, fps: float, out: queue.Que
     covered = 0
     try:
         while frame is not None and not flow.reading_done.is_set() and not flow.aborted.is_set():
-            t0 = time.perf_counter()
-            ok, following = cap.read()
-            next_slot = timeline.start_slot(cap.get(cv2.CAP_PROP_POS_MSEC)) if ok else slot + 1
-            times.add("decode", time.perf_counter() - t0)
+            with times.measure("decode"):
+                ok, following = cap.read()
+                next_slot = timeline.start_slot(cap.get(cv2.CAP_PROP_POS_MSEC)) if ok else slot + 1
+                repeats = max(0, next_slot - slot)
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if repeats else None
             covered += 1
-            repeats = max(0, next_slot - slot)
             if repeats:
-                t0 = time.perf_counter()
-                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                times.add("decode", time.perf_counter() - t0)
                 if not flow.put(out, (rgb, repeats, covered), reader=True):
                     break
                 covered = 0
@@ -222,19 +224,16 @@ def _encode(out: VideoOutput, alpha: _AlphaFrames | None, inp: queue.Queue, flow
             times: StageTimes) -> None:
     while (item := flow.get(inp)) is not _SENTINEL:
         frame, rgba, repeats = item
-        t0 = time.perf_counter()
-        code = cv2.COLOR_GRAY2BGR if frame.ndim == 2 else cv2.COLOR_RGB2BGR
-        bgr = cv2.cvtColor(frame, code)
-        png = None
-        if alpha is not None and rgba is not None:
-            from ..data.io import encode_image
+        with times.measure("encode"):
+            png = None
+            if alpha is not None and rgba is not None:
+                from ..data.io import encode_image
 
-            png = encode_image(rgba, ".png")
-        for _ in range(repeats):
-            if png is not None:
-                alpha.write(out.frames, png)
-            out.write(bgr)
-        times.add("encode", time.perf_counter() - t0)
+                png = encode_image(rgba, ".png")
+            for _ in range(repeats):
+                if png is not None:
+                    alpha.write(out.frames, png)
+                out.write(frame)
 
 
 def _render_item(
@@ -306,10 +305,11 @@ def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
     cap, first, fps = open_video(src)
     try:
         h, w = first.shape[:2]
+        cfg = replace(cfg, effect=prepare_effect(cfg.effect, (h, w)))
         times = StageTimes()
         pipe = _open_pipeline(cfg, runtime, times)
         alpha = _AlphaFrames(cfg.alpha_dir) if cfg.alpha_dir is not None else None
-        out.open(fps, (w, h))
+        out.open(fps, (w, h), cfg.encoder)
         t_start = time.perf_counter()
         frames_in, interrupted = _stream(cap, first, fps, _Job(cfg, pipe, out, alpha, times), on_frame)
     finally:
@@ -318,8 +318,11 @@ def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
     size = out.finish()
     audio = _add_audio(src, out, cfg.copy_audio, interrupted)
     out.publish()
+    cpu = times.cpu_ms()
+    if out.encoder_cpu_s:
+        cpu["x264"] = round(1000 * out.encoder_cpu_s / max(out.frames, 1), 2)
     return VideoResult(out.frames, fps, size, out.codec, wall, interrupted, audio, times.ms(),
-                       frames_in, (w, h))
+                       frames_in, (w, h), cpu)
 
 
 def _stream(cap: cv2.VideoCapture, first: np.ndarray, fps: float, job: _Job,

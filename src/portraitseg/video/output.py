@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .io import CODECS, codec_for, quiet_capture
-from .writer import FrameWriter, WriteError, open_writer
+from .writer import EncoderConfig, FrameWriter, WriteError, open_writer
 
 # .NAME.part<PID>.EXT and the audio-muxing step's .NAME.part<PID>.av.EXT
 _PART = re.compile(r"^\..+\.part(?P<pid>\d+)(\.av)?(?P<ext>\.[^.]+)$")
@@ -114,9 +114,11 @@ class VideoOutput:
         self.codec = codec_for(self.dst)  # until open() picks the writer (h264 or the fallback)
         self.frames = 0
         self.size: tuple[int, int] | None = None  # (width, height) as written, after finish()
+        self.encoder_cpu_s = 0.0  # an encoder process's CPU time, after finish() (0: in-process)
 
-    def open(self, fps: float, size: tuple[int, int]) -> None:
-        self.writer = open_writer(self.tmp, fps, size, name=str(self.dst))
+    def open(self, fps: float, size: tuple[int, int], encoder: EncoderConfig | None = None) -> None:
+        """Start the writer: frames are RGB (H, W, 3) or grey (H, W) uint8."""
+        self.writer = open_writer(self.tmp, fps, size, name=str(self.dst), encoder=encoder)
         self.codec = self.writer.codec
 
     def write(self, frame: np.ndarray) -> None:
@@ -128,6 +130,7 @@ class VideoOutput:
         """Close the writer and read the file back; returns the written (width, height)."""
         if self.writer is not None:
             self.writer.release()  # interrupted or failed: the writer stays for discard() to kill
+            self.encoder_cpu_s = getattr(self.writer, "cpu_s", 0.0)
             self.writer = None
         if self.frames == 0:
             raise WriteError(f"{self.dst}: no frames were written")

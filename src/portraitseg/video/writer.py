@@ -6,8 +6,8 @@ players do not play. The ffmpeg command line (``apt-get install ffmpeg``; CI ins
 already, and ``video`` uses it for the audio copy) has libx264 and adds no Python dependency.
 PyAV (``av`` on PyPI) would be another binary dependency (its current 19.x needs Python >= 3.12)
 for an encoder we already get from the tool the audio copy needs. Frames go to ffmpeg's stdin
-as raw BGR24; ffmpeg encodes in its own process, so the pipeline's encode stage only copies
-bytes.
+as raw yuv420p made here (:func:`rgb_to_i420`: half the bytes of RGB, and 1 ms instead of
+ffmpeg's 2 ms for the same conversion); x264 encodes in ffmpeg's own process.
 
 When ffmpeg (or its libx264) is missing, or the frame size is odd (yuv420p, the pixel format
 browsers play, needs even sizes), .mp4/.m4v/.mov fall back to ``mp4v`` with one warning line
@@ -17,21 +17,77 @@ on stderr saying why. .avi/.mkv are Motion-JPEG through OpenCV, as before.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from ..options import Bounds, check_options, option
 from .io import codec_for
 
 H264_EXTS = (".mp4", ".m4v", ".mov")
-H264_ARGS = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-             "-movflags", "+faststart")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "veryslow")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """x264 settings of H.264 outputs (``video``, ``webcam --output``). Defaults measured in
+    docs/video.md: at CRF 20 every preset from ultrafast to veryfast gives the same picture
+    (PSNR within 0.1 dB of the rendered frames) and ultrafast costs less than half the CPU of
+    veryfast; what the slower presets buy is a smaller file (about 3x), so ``--preset veryfast``
+    is the choice when size matters more than speed. One x264 thread by default: on a small
+    machine the pipeline's own stages use the other core, extra encoder threads only add
+    overhead, and a fixed count keeps the output byte-identical from one machine to the next
+    (x264's output depends on its thread count)."""
+
+    preset: str = option("ultrafast", "x264 preset: slower ones make smaller files at the same quality",
+                         choices=X264_PRESETS)
+    crf: float = option(20.0, "x264 constant rate factor: lower = better quality, bigger file",
+                        metavar="CRF", bounds=Bounds(high=51))
+    encoder_threads: int = option(1, "x264 threads (0 = x264's choice from the CPU count)", metavar="N")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.preset not in X264_PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(X264_PRESETS)}; got {self.preset!r}")
+
+    def x264_args(self) -> list[str]:
+        return ["-c:v", "libx264", "-preset", self.preset, "-crf", f"{self.crf:g}",
+                "-threads", str(self.encoder_threads), "-pix_fmt", "yuv420p", "-movflags", "+faststart"]
+
+
+def rgb_to_i420(frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """RGB (H, W, 3) or grey (H, W) uint8 -> planar yuv420p (3H/2, W): BT.601 limited range,
+    as ffmpeg reads raw yuv420p. Even sizes only.
+
+    OpenCV's own RGB->I420 takes each 2x2 block's chroma from its top-left pixel (aliasing:
+    -1 dB PSNR on our composites); the chroma here is the block's average instead (its 2x area
+    shrink, exact and fast), converted with the same BT.601 limited-range matrix.
+    """
+    h, w = frame.shape[:2]
+    scale = 224.0 / 255.0
+    if frame.ndim == 2:  # grey (mask videos): no chroma
+        out = np.empty((h * 3 // 2, w), np.uint8) if out is None else out
+        cv2.convertScaleAbs(frame, dst=out[:h], alpha=219.0 / 255.0, beta=16.0)
+        out[h:] = 128
+        return out
+    out = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420, dst=out)  # Y is right; U, V replaced below
+    half = cv2.resize(frame, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    # Full-range JPEG YCrCb -> the limited range of the Y plane: C' = 128 + (C - 128) * 224/255.
+    ycrcb = cv2.cvtColor(half, cv2.COLOR_RGB2YCrCb)
+    planes = out[h:].reshape(2, h // 2, w // 2)  # U then V, each contiguous
+    for plane, channel in ((planes[0], 2), (planes[1], 1)):
+        cv2.convertScaleAbs(cv2.extractChannel(ycrcb, channel), dst=plane, alpha=scale,
+                            beta=128.0 * (1.0 - scale))
+    return out
 
 
 class WriteError(OSError):
@@ -41,7 +97,8 @@ class WriteError(OSError):
 
 
 class FrameWriter(Protocol):
-    """What the video pipelines write to: BGR uint8 frames, then ``release`` (finish the file;
+    """What the video pipelines write to: RGB (H, W, 3) or grey (H, W) uint8 frames (each
+    writer converts to what its encoder takes), then ``release`` (finish the file;
     raises :class:`WriteError` when the encoder failed) or ``abort`` (stop at once, the file is
     to be deleted)."""
 
@@ -72,28 +129,39 @@ def h264_ffmpeg() -> str | None:
 
 
 class FFmpegWriter:
-    """Raw BGR frames piped into ``ffmpeg ... -c:v libx264`` writing ``path``."""
+    """Frames piped as raw yuv420p into ``ffmpeg ... -c:v libx264`` writing ``path``."""
 
     codec = "h264"
 
     def __init__(self, ffmpeg: str, path: Path, fps: float, size: tuple[int, int],
-                 name: str | None = None) -> None:
+                 name: str | None = None, encoder: EncoderConfig | None = None) -> None:
         w, h = size
         self.path = path
         self.name = name or str(path)  # the file errors name (the final output, not the temp)
+        self.encoder = encoder or EncoderConfig()
+        self.cpu_s = 0.0  # ffmpeg's CPU time (user + system), known once release() has waited
         self._err = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would block ffmpeg
-        cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}",
-               "-r", f"{fps:.6g}", "-i", "-", "-an", *H264_ARGS, str(path)]
+        cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{w}x{h}",
+               "-r", f"{fps:.6g}", "-i", "-", "-an", *self.encoder.x264_args(), str(path)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
-        self._shape = (h, w, 3)
+        self._shape = (h, w)
+        self._yuv = np.empty((h * 3 // 2, w), np.uint8)  # reused: one writer thread
 
     def write(self, frame: np.ndarray) -> None:
-        if frame.shape != self._shape:
+        if frame.shape[:2] != self._shape:
             raise ValueError(f"{self.name}: frame of shape {frame.shape}; the video is {self._shape}")
+        yuv = rgb_to_i420(np.ascontiguousarray(frame, np.uint8), self._yuv)
         try:
-            self._proc.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
+            self._proc.stdin.write(yuv.data)
         except (BrokenPipeError, ValueError):  # ValueError: stdin already closed by abort()
             raise WriteError(f"{self.name}: ffmpeg stopped: {self._error() or 'no message'}") from None
+
+    def _wait(self) -> int:
+        """Wait for ffmpeg and keep its CPU time (the encoder's share of a run's cost)."""
+        _, status, usage = os.wait4(self._proc.pid, 0)
+        self.cpu_s = usage.ru_utime + usage.ru_stime
+        self._proc.returncode = os.waitstatus_to_exitcode(status)
+        return self._proc.returncode
 
     def release(self) -> None:
         if self._proc.stdin and not self._proc.stdin.closed:
@@ -101,7 +169,7 @@ class FFmpegWriter:
                 self._proc.stdin.close()
             except BrokenPipeError:
                 pass
-        code = self._proc.wait()
+        code = self._wait()
         error = self._error()
         self._err.close()
         # ffmpeg 5 exits 0 after "Error writing trailer ...: No space left on device"; with
@@ -147,7 +215,8 @@ class OpenCVWriter:
                   file=sys.stderr)
 
     def write(self, frame: np.ndarray) -> None:
-        self._writer.write(frame)  # never reports an error: VideoOutput reads the file back
+        code = cv2.COLOR_GRAY2BGR if frame.ndim == 2 else cv2.COLOR_RGB2BGR
+        self._writer.write(cv2.cvtColor(frame, code))  # no error reported: VideoOutput reads the file back
 
     def release(self) -> None:
         self._writer.release()
@@ -167,15 +236,17 @@ def fallback_reason(path: Path, size: tuple[int, int]) -> str | None:
     return None
 
 
-def open_writer(path: str | Path, fps: float, size: tuple[int, int], name: str | None = None) -> FrameWriter:
+def open_writer(path: str | Path, fps: float, size: tuple[int, int], name: str | None = None,
+                encoder: EncoderConfig | None = None) -> FrameWriter:
     """A writer for ``path`` (``size`` = (width, height)): H.264 for .mp4/.m4v/.mov when ffmpeg
-    can, else OpenCV (mp4v, with a warning line on stderr; MJPG for .avi/.mkv). ``name`` is the
-    file named in the warning (the final output when ``path`` is a temp file)."""
+    can (x264 set by ``encoder``), else OpenCV (mp4v, with a warning line on stderr; MJPG for
+    .avi/.mkv). ``name`` is the file named in the warning (the final output when ``path`` is a
+    temp file)."""
     path = Path(path)
     codec_for(path)  # the extension check: one clear error for .xyz
     reason = fallback_reason(path, size)
     if path.suffix.lower() in H264_EXTS and reason is None:
-        return FFmpegWriter(h264_ffmpeg() or "ffmpeg", path, fps, size, name)
+        return FFmpegWriter(h264_ffmpeg() or "ffmpeg", path, fps, size, name, encoder)
     if reason is not None:
         print(f"warning: {name or path}: writing mp4v (MPEG-4 Part 2, which browsers do not play) because "
               f"{reason}", file=sys.stderr)
