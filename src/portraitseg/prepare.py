@@ -26,7 +26,7 @@ from .data.augment import composite_batch, person_boxes
 from .data.datasets import Sample, find_images, open_dataset
 from .data.io import DataError, NoSamplesError, encode_image, read_rgb
 from .defaults import MAX_PIXELS
-from .outfiles import check_writable, write_files
+from .outfiles import check_outputs, write_files
 from .postprocess import to_u8
 
 MANIFEST_COLUMNS = ["name", "source", "stem", "background", "bg_width", "bg_height", "x0", "y0", "crop"]
@@ -67,7 +67,8 @@ def check_output_folder(out: Path, inputs: Sequence[Path]) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: output folder exists and is not empty; prepare writes a new dataset, "
                         "give a new or empty folder")
-    check_writable(out / "train.txt", overwrite=False, what="output folder")  # fail before compositing
+    # Fail before compositing (the folder is new or empty, so nothing exists to replace).
+    check_outputs({"output folder": out / "train.txt"}, make_folders=True)
 
 
 def cover_resize(bg: np.ndarray, height: int, width: int) -> np.ndarray:

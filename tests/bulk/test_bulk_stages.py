@@ -97,7 +97,7 @@ def test_predict_rules_when_writing(photos: list[Path], tmp_path: Path) -> None:
     mask = out / f"{photos[0].stem}.mask.png"
     mask.write_bytes(b"an earlier result")
     refused = chain(file_rows(photos[:1], out), out, settings)
-    message = f"{photos[0]}: output {mask} exists with different content (use --overwrite)"
+    message = f"{photos[0]}: output {mask} exists with different content (use --overwrite to replace it)"
     assert refused["error"][0] == message
     assert mask.read_bytes() == b"an earlier result" and list(refused["written"]) == [0]
     replaced = chain(file_rows(photos[:1], out), out, settings, overwrite=True)

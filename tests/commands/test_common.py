@@ -1,15 +1,19 @@
 """Flags generated from the dataclass configs: defaults and help come from the config, and the
-old flag spellings keep working."""
+old flag spellings keep working; SIGTERM's exit code survives a C extension wrapping it. (The
+output checks the commands share are portraitseg.outfiles: tests/test_outfiles.py.)"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import signal
+import time
 
 import pytest
 
 from portraitseg.cli import build_parser
-from portraitseg.commands._common import add_config_flags, config_from_args
+from portraitseg.commands._common import add_config_flags, config_from_args, sigterm_as_exit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,3 +95,18 @@ def test_thread_and_pixel_counts_must_be_positive(argv: list[str], capsys) -> No
         main(argv)
     assert exc.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_sigterm_exit_code_survives_an_exception_that_wraps_it() -> None:
+    """SIGTERM during a C extension's import surfaces as ImportError; the command must still
+    exit 143 (it printed a traceback and exited 1)."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exc:
+        with sigterm_as_exit():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except SystemExit as inner:
+                raise ImportError("initialization failed") from inner
+    assert exc.value.code == 143
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back

@@ -311,7 +311,7 @@ def test_earlier_results_are_never_clobbered(tiny_checkpoint: Path, tmp_path: Pa
     capsys.readouterr()
     assert main(args) == 2
     line = one_error_line(capsys)
-    assert f"--json {out_json}: exists" in line and "--overwrite" in line
+    assert f"--json {out_json} exists (use --overwrite to replace it)" in line
     assert main(args[:-4] + ["--out", str(out_dir)]) == 2  # the reports alone are refused too
     assert "--out" in one_error_line(capsys)
     assert out_json.read_bytes() == first_json and (out_dir / "comparison.md").read_bytes() == first_md
@@ -328,6 +328,24 @@ def test_earlier_results_are_never_clobbered(tiny_checkpoint: Path, tmp_path: Pa
     with pytest.raises(OutputExistsError, match="exists with different content"):
         write_results({a: b"1", b: b"changed"}, overwrite=False)
     assert b.read_bytes() == b"2"
+
+
+def test_a_result_never_replaces_an_input(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """Reproduction: `eval m.pt --json m.pt --overwrite` replaced the model file with the JSON
+    summary (and a split file the same way): inputs are refused even with --overwrite."""
+    data = make_dataset(tmp_path / "ds", ["a", "b"])
+    (data / "val.txt").write_text("a\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(tiny_checkpoint)
+    before = {p: p.read_bytes() for p in (tiny_checkpoint, data / "val.txt")}
+    base = ["eval", str(tiny_checkpoint), "--data", str(data), "--split", "val.txt", "--quiet", "--overwrite"]
+    for json_path, message in ((tiny_checkpoint, f"is the input MODEL ({tiny_checkpoint})"),
+                               (link, f"is the input MODEL ({tiny_checkpoint})"),
+                               (data / "val.txt", f"is the input --split ({data / 'val.txt'})")):
+        assert main([*base, "--json", str(json_path)]) == 2
+        line = one_error_line(capsys)
+        assert line == f"portraitseg eval: error: --json {json_path} {message}; refusing to overwrite it"
+    assert {p: p.read_bytes() for p in before} == before
 
 
 def test_json_path_that_is_a_folder_or_under_a_file(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
@@ -378,10 +396,10 @@ def test_unwritable_json_and_out_are_one_line_errors(tiny_checkpoint: Path, tmp_
     data = make_dataset(tmp_path / "ds", ["a"])
     base = ["eval", str(tiny_checkpoint), "--data", str(data), "--quiet"]
     assert main([*base, "--json", str(ro / "r.json")]) == 2
-    assert "read-only" in one_error_line(capsys)
+    assert "Read-only file system" in one_error_line(capsys)
     assert main([*base, "--out", str(ro / "rep")]) == 2  # refused before the evaluation
     line = one_error_line(capsys)
-    assert "--out" in line and "read-only" in line
+    assert "--out" in line and "Read-only file system" in line
     assert main([*base, "--out", str(full / "rep")]) == 2  # found out only when writing
     line = one_error_line(capsys)
     assert "No space left on device" in line and str(full / "rep") in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_no_overwrite_without_flag(inputs: Path, tmp_path: Path, capsys: pytest.
     existing.parent.mkdir(parents=True)
     existing.write_bytes(b"keep me")
     assert main(["predict", str(photo), "-o", str(out), "--no-progress"]) == 1
-    assert "exists with different content (use --overwrite)" in capsys.readouterr().err
+    assert "exists with different content (use --overwrite to replace it)" in capsys.readouterr().err
     assert existing.read_bytes() == b"keep me"
     assert main(["predict", str(photo), "-o", str(out), "--no-progress", "--overwrite"]) == 0
     assert size_of(existing) == size_of(photo)
@@ -85,9 +86,38 @@ def test_never_writes_over_an_input(inputs: Path, capsys: pytest.CaptureFixture[
     before = digest(inputs)
     code = main(["predict", str(photo), str(clash), "-o", str(inputs), "--no-progress", "--overwrite"])
     assert code == 1
-    assert "is an input file" in capsys.readouterr().err
+    assert f"is the input INPUT ({clash})" in capsys.readouterr().err
     after = digest(inputs)
     assert {k: after[k] for k in before} == before
+
+
+def test_an_output_hard_linked_to_an_input_is_refused(inputs: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Predict compared resolved paths only: an output name hard-linked to another input was
+    replaced under --overwrite. The shared check (outfiles.OutputClaims) compares inodes too."""
+    photo, other = inputs / f"{STEMS[0]}.jpg", inputs / "sub" / f"{STEMS[1]}.jpg"
+    out = tmp_path / "out"
+    out.mkdir()
+    link = out / f"{STEMS[0]}.mask.png"
+    os.link(other, link)
+    code = main(["predict", str(photo), str(other), "-o", str(out), "--no-progress", "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 1 and "1 image(s) done, 1 failed" in err  # the batch goes on past the refused image
+    assert f"{photo}: output {link} is the input INPUT ({other}); refusing to overwrite it" in err
+    assert os.path.samefile(link, other)  # never replaced
+
+
+def test_read_only_outdir_is_one_line_before_any_work(inputs: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Reproduction: a read-only -o loaded the model and segmented every image, then printed one
+    '[Errno 30] Read-only file system' line per image."""
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        out = ro / "out"
+        assert main(["predict", str(inputs), "-o", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"portraitseg predict: error: -o {out}: cannot write in {ro}: Read-only file system"
 
 
 def test_glob_and_missing_input(inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

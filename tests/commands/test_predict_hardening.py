@@ -78,7 +78,7 @@ def test_same_command_twice_succeeds_and_different_content_is_kept(photo: Path, 
     assert (out / "astronaut.mask.png").read_bytes() == first
     # Different settings = different content: refused without --overwrite, the old file kept.
     assert predict(*args, "--no-guided", "--smoothstep", "0.45", "0.55") == 1
-    assert "exists with different content (use --overwrite)" in capsys.readouterr().err
+    assert "exists with different content (use --overwrite to replace it)" in capsys.readouterr().err
     assert (out / "astronaut.mask.png").read_bytes() == first
 
 

@@ -93,7 +93,8 @@ def test_what_changed_is_computed_again(photos: Path, tmp_path: Path, segmented:
     capsys.readouterr()
     assert predict(str(photos), "-o", str(out), *KINDS) == 1
     assert segmented == [photos / "b.jpg"]
-    assert "b.mask.png exists with different content (use --overwrite)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "b.mask.png exists with different content (use --overwrite to replace it)" in err
     assert (out / "b.mask.png").read_bytes() == old_b
     # An output edited by hand: its image is computed again, the edit is kept (no --overwrite).
     shutil.copy(ASSETS / "grace_hopper.jpg", photos / "b.jpg")

@@ -159,7 +159,7 @@ def test_read_only_output_is_one_line_before_compositing(ccp3: Path, textures: P
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
         assert run_prepare(ccp3, textures, ro / "out") == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "cannot write into" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and "cannot write in" in err and "Traceback" not in err
 
 
 def test_full_disk_is_one_line(ccp3: Path, textures: Path, tmp_path: Path,

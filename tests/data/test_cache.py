@@ -188,7 +188,7 @@ def test_unwritable_output_fails_before_decoding(ccp3: Path, tmp_path: Path, cap
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
         assert main(["cache", str(ro / "c.npz"), "--data", f"{ccp3}:train.txt", "--size", str(SIZE)]) == 2
     err = capsys.readouterr().err
-    assert "cannot write into" in err and "cache " in err and "%|" not in err  # no sample was decoded
+    assert "cannot write in" in err and "cache " in err and "%|" not in err  # no sample was decoded
 
 
 def test_loading_bars_can_be_silenced(ccp3: Path, tmp_path: Path, capsys) -> None:

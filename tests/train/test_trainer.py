@@ -434,7 +434,7 @@ def test_unwritable_out_dir_fails_before_loading_data(caches, tmp_path: Path, ca
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
         assert main(train_args(caches, ro, 1, "--limit", "8")) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "cannot write into" in err and "read-only" in err
+    assert len(err.splitlines()) == 1 and "cannot write in" in err and "Read-only file system" in err
 
 
 def test_resume_from_a_pt_that_runs_code_is_refused(caches, tmp_path: Path, capsys) -> None:

@@ -222,7 +222,7 @@ def test_read_only_folder_is_refused_before_the_first_frame_is_decoded(tmp_path:
     with pytest.raises(WriteError, match="Read-only file system"):
         process_file(tmp_path / "missing.avi", ro / "o.mp4", _quiet(), runtime=FakeRuntime())
     clip = write_video([np.zeros((48, 64, 3), np.uint8)] * 3, tmp_path / "in.avi", 10.0)
-    assert main(["video", str(clip), str(ro / "o.mp4"), "--quiet"]) == 1
+    assert main(["video", str(clip), str(ro / "o.mp4"), "--quiet"]) == 2  # refused before any work
     err = capsys.readouterr().err.strip().splitlines()
     out = ro / "o.mp4"
     assert err == [f"portraitseg video: error: OUT {out}: cannot write in {ro}: Read-only file system"]

@@ -51,16 +51,15 @@ def plan_jobs(jobs: list[Job], outdir: Path, kinds: tuple[str, ...], composite_f
               record: Record | None) -> Plan:
     """predict's naming and checks for each job (an output that is an input, two inputs with
     one output name); ``record=None`` (``--overwrite``) recomputes every image."""
-    from ..commands.predict import check_job_outputs
+    from ..commands.predict import check_job_outputs, job_claims
     from .stages import error_line
 
     plan = Plan()
-    inputs = {j.path.resolve() for j in jobs}
-    claimed: dict[Path, Path] = {}
+    claims = job_claims(jobs)
     for job in jobs:
         paths = output_paths(job, outdir, list(kinds), composite_format)
         try:
-            check_job_outputs(paths, inputs, claimed, job)
+            check_job_outputs(paths, claims, job)
         except ValueError as exc:
             plan.failed.append(error_line(str(job.path), exc))
             continue

@@ -14,13 +14,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import os
 import signal
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from ..options import flag_name, flag_type
@@ -70,57 +67,7 @@ def sigterm_as_exit() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- outputs
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file: symbolic links, hard links and ``..`` resolved."""
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
-def check_writable_folder(folder: Path, what: str) -> None:
-    """Create and delete a file in ``folder``: the one sure test that it can be written (a
-    read-only mount, missing permissions), done before any work. ``what`` names the output."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what}: output folder {folder} does not exist")
-    try:
-        fd, name = tempfile.mkstemp(prefix=".portraitseg-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        raise OSError(f"{what}: cannot write in {folder}: {exc.strerror}") from None
-
-
-def check_outputs(outputs: Mapping[str, Path | None], inputs: Mapping[str, Path | None],
-                  overwrite: bool) -> None:
-    """Before any work, refuse (one line each): an output that is one of the inputs or another
-    output (compared after resolving links: ``--json IN`` or a link to IN as OUT), an existing
-    output unless ``overwrite``, and an output whose folder is missing or cannot be written.
-
-    Keys name each path in the messages (``"OUT"``, ``"--json"``); None values are skipped, and
-    inputs that are not files (a camera index, a colour) are ignored. Input clashes are refused
-    even with ``overwrite``: nothing a command reads is ever replaced.
-    """
-    outs = {label: Path(p) for label, p in outputs.items() if p is not None}
-    ins = {label: Path(p) for label, p in inputs.items() if p is not None and Path(p).is_file()}
-    seen: dict[str, Path] = {}
-    for label, out in outs.items():
-        for in_label, src in ins.items():
-            if same_file(out, src):
-                raise ValueError(f"{label} {out} is the input {in_label} ({src}); refusing to overwrite it")
-        for other_label, other in seen.items():
-            if same_file(out, other):
-                raise ValueError(f"{label} {out} is also {other_label}; give them different names")
-        seen[label] = out
-        if out.is_dir():
-            raise ValueError(f"{label} {out} is a folder; give a file name")
-        if (out.exists() or out.is_symlink()) and not overwrite:
-            raise ValueError(f"{label} {out} exists (use --overwrite to replace it)")
-        check_writable_folder(out.parent, f"{label} {out}")
+# The checks of outputs before any work are portraitseg.outfiles.check_outputs (one mechanism).
 
 
 def os_error_line(exc: OSError) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 from ..colour import COLOUR_SYNTAX
 from ..data.datasets import IMAGE_SUFFIXES
 from ..defaults import MAX_PIXELS
+from ..outfiles import OutputClaims, check_folder, plan_writes
 from ..runtimes.factory import BACKENDS
 from ._common import MODEL_HELP, add_postprocess_flags, positive_int, postprocess_config
 from .predict_record import RECORD_NAME, Record, file_digest, recipe_digest
@@ -193,8 +194,11 @@ class Summary:
 
 
 def gather_jobs(specs: list[str], outdir: Path) -> tuple[list[Job], list[str]]:
-    """The jobs of a predict-style run (predict, bulk): inputs expanded, unmatched specs printed
-    as error lines, stale temporary files of killed runs removed; no input at all is an error."""
+    """The jobs of a predict-style run (predict, bulk): OUTDIR checked writable (a read-only
+    mount is one line before any work, not one error per image), inputs expanded, unmatched
+    specs printed as error lines, stale temporary files of killed runs removed; no input at all
+    is an error."""
+    check_folder(f"-o {outdir}", outdir, make_folders=True)
     jobs, errors = collect_inputs(specs, outdir)
     for line in errors:
         print(line, file=sys.stderr)
@@ -204,15 +208,17 @@ def gather_jobs(specs: list[str], outdir: Path) -> tuple[list[Job], list[str]]:
     return jobs, errors
 
 
-def check_job_outputs(paths: dict[str, Path], inputs: set[Path], claimed: dict[Path, Path], job: Job) -> None:
-    for out in paths.values():
-        resolved = out.resolve()
-        if resolved in inputs:
-            raise ValueError(f"output {out} is an input file; refusing to overwrite it")
-        if resolved in claimed:
-            raise ValueError(f"output {out} is also the output of {claimed[resolved]} (same name)")
-    for out in paths.values():
-        claimed[out.resolve()] = job.path
+def job_claims(jobs: list[Job]) -> OutputClaims:
+    """The run's :class:`~portraitseg.outfiles.OutputClaims`, knowing every input file."""
+    claims = OutputClaims()
+    claims.add_inputs(("INPUT", j.path) for j in jobs)
+    return claims
+
+
+def check_job_outputs(paths: dict[str, Path], claims: OutputClaims, job: Job) -> None:
+    """Refuse (before rendering) an output of ``job`` that is an input or another image's
+    output (links resolved). Whether it exists is decided later, by content (write_outputs)."""
+    claims.claim((("output", p) for p in paths.values()), owner=f"the output of {job.path}")
 
 
 def render_all(job: Job, segmenter, paths: dict[str, Path], background: object) -> dict[Path, bytes]:
@@ -236,15 +242,9 @@ def write_outputs(encoded: dict[Path, bytes], overwrite: bool, summary: Summary)
     before anything of this image is written."""
     from ..data.io import write_atomic
 
-    todo = {}
-    for out, data in encoded.items():
-        if out.is_file() and out.read_bytes() == data:
-            summary.unchanged += 1
-        elif out.exists() and not overwrite:
-            raise ValueError(f"output {out} exists with different content (use --overwrite)")
-        else:
-            todo[out] = data
-    for out, data in todo.items():
+    plan = plan_writes(encoded, overwrite)
+    summary.unchanged += len(plan.unchanged)
+    for out, data in plan.todo.items():
         write_atomic(out, data)
         summary.written += 1  # counted per file, so a failure mid-image still reports the truth
 
@@ -356,15 +356,14 @@ def run(args: argparse.Namespace) -> int:
     batch = Batch(segmenter, background, output_recipes(kinds, segmenter, cfg, background),
                   Record.load(args.outdir), args.overwrite, Summary(failed=len(errors)))
     summary = batch.summary
-    inputs = {j.path.resolve() for j in jobs}
-    claimed: dict[Path, Path] = {}
+    claims = job_claims(jobs)
     bar = tqdm(jobs, desc="predict", unit="img", disable=True if args.no_progress else None)
     try:
         with sigterm_as_exit():
             for job in bar:
                 paths = output_paths(job, args.outdir, kinds, args.composite_format)
                 try:
-                    check_job_outputs(paths, inputs, claimed, job)
+                    check_job_outputs(paths, claims, job)
                     process(job, paths, batch)
                     summary.done += 1
                 # DecompressionBombError: PIL's own guard, reached only with --max-pixels above it.

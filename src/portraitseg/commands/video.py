@@ -9,14 +9,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..outfiles import check_outputs, same_file
 from ._common import (
     add_config_flags,
     add_overwrite_flag,
     add_postprocess_flags,
-    check_outputs,
     config_from_args,
     postprocess_config,
-    same_file,
     sigterm_as_exit,
     write_errors_exit_1,
 )

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..outfiles import check_outputs
 from ._common import (
     add_config_flags,
     add_overwrite_flag,
-    check_outputs,
     config_from_args,
     sigterm_as_exit,
     write_errors_exit_1,

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..defaults import INPUT_SIZE, MAX_PIXELS
-from ..outfiles import check_writable, write_files
+from ..outfiles import check_outputs, write_files
 from ..postprocess import to_u8
 from .datasets import FolderDataset, Sample, find_images, open_dataset
 from .io import DataError, NoSamplesError, read_rgb
@@ -74,7 +74,7 @@ def check_build_options(out: str | Path, size: int, quality: int) -> None:
         raise ValueError(f"--size must be a whole number >= 1; got {size}")
     if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
         raise ValueError(f"--quality must be a whole number in [0, 100]; got {quality}")
-    check_writable(out, overwrite=True, what="cache")
+    check_outputs({"cache": out}, overwrite=True, make_folders=True)
 
 
 def _resize_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ from torch import nn
 from .. import __version__
 from ..checkpoint import check_weights
 from ..data.io import read_rgb
-from ..outfiles import check_writable, write_files
+from ..outfiles import check_outputs, write_files
 from ..runtimes import open_model, ours_input, to_input_tensor
 from . import onnx as onnx_export
 from . import tflite as tflite_export
@@ -177,7 +177,7 @@ def export_model(model: Any, path: str | Path, cfg: ExportConfig) -> ExportResul
     path = Path(path)
     if path.suffix != SUFFIXES[cfg.format]:
         raise ValueError(f"{path}: a {cfg.format} export must end in {SUFFIXES[cfg.format]}")
-    check_writable(path, overwrite=True, what="output")  # before minutes of converting
+    check_outputs({"output": path}, overwrite=True, make_folders=True)  # before minutes of converting
     model = model.eval()
     size = cfg.size or model.config.input_size
     if size % 32:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..commands._common import check_writable_folder
 from ..data.io import DataError, write_atomic
+from ..outfiles import check_folder
 from .caches import (
     CacheResult,
     cached,
@@ -100,8 +100,8 @@ def prepare_out(job: FinetuneJob) -> dict[str, Any] | None:
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if not entries and job.resume:
         raise ValueError(f"-o {out}: nothing to resume (empty or missing); run without --resume")
+    check_folder(f"-o {out}", out, make_folders=True)  # a read-only mount fails here, before any work
     out.mkdir(parents=True, exist_ok=True)
-    check_writable_folder(out, "-o")  # a read-only mount fails here, before any work
     if not entries:
         return None
     if not (job.resume or job.overwrite):

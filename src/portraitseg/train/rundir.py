@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..data.io import remove_stale_temps
-from ..outfiles import check_writable
+from ..outfiles import check_outputs
 
 # What a run writes into its folder (trainer.py / outputs.py), i.e. what --overwrite replaces.
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv")
@@ -28,7 +28,7 @@ def prepare_run_dir(run_dir: Path, resume: Path | None, overwrite: bool) -> None
     """Refuse to replace an earlier run's checkpoints and metrics unless resuming it or
     ``overwrite`` (which deletes them, so metrics.csv does not mix two runs), and refuse a run
     folder that cannot be written, before any data is loaded."""
-    check_writable(run_dir / "last.pt", overwrite=True, what="--out-dir/--run")
+    check_outputs({"--out-dir/--run": run_dir / "last.pt"}, overwrite=True, make_folders=True)
     earlier = run_outputs(run_dir)
     if earlier and resume is None and not overwrite:
         last = run_dir / "last.pt"
