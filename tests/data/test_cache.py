@@ -198,3 +198,31 @@ def test_loading_bars_can_be_silenced(ccp3: Path, tmp_path: Path, capsys) -> Non
     assert capsys.readouterr().err == ""
     load_cache(path, workers=1)
     assert "c.npz images" in capsys.readouterr().err
+
+
+def test_an_existing_cache_is_refused_without_overwrite(ccp3: Path, tmp_path: Path, capsys) -> None:
+    """Reproduction: `portraitseg cache OUT` run twice replaced the first OUT silently (exit 0)."""
+    out = tmp_path / "c.npz"
+    args = ["cache", str(out), "--data", f"{ccp3}:train.txt", "--size", str(SIZE)]
+    assert main(args) == 0
+    first = out.read_bytes()
+    capsys.readouterr()
+    assert main([*args[:-1], "64"]) == 2  # another size: a different cache
+    err = capsys.readouterr().err.strip()
+    assert err == f"portraitseg cache: error: cache {out} exists (use --overwrite to replace it)"
+    assert out.read_bytes() == first  # refused before decoding (no bar), earlier file intact
+    assert main([*args[:-1], "64", "--overwrite"]) == 0
+    assert load_cache(out, workers=1).size == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "ccp3"]  # no temporary left
+
+
+def test_a_split_file_is_never_the_output(ccp3: Path, capsys) -> None:
+    """Reproduction: `cache ROOT/train.txt --data ROOT:train.txt` replaced the split file with the
+    .npz (an input is refused even with --overwrite)."""
+    split = ccp3 / "train.txt"
+    before = split.read_bytes()
+    assert main(["cache", str(split), "--data", f"{ccp3}:train.txt", "--size", str(SIZE), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"portraitseg cache: error: cache {split} is the input --data ({split}); "
+                   "refusing to overwrite it")
+    assert split.read_bytes() == before

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..defaults import INPUT_SIZE, MAX_PIXELS
-from ._common import add_max_pixels_flag, report_skipped
+from ._common import add_max_pixels_flag, add_overwrite_flag, report_skipped
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad", action="store_true",
                    help="skip unreadable/mismatched pairs (and bad --images files) and report them (exit 1)")
     add_max_pixels_flag(p, MAX_PIXELS)
+    add_overwrite_flag(p)
     p.set_defaults(func=run)
 
 
@@ -44,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
         if args.images:
             skipped: list[str] = []
             out = build_image_cache(args.images, args.out, args.size, args.quality,
-                                    skipped if args.skip_bad else None, args.max_pixels)
+                                    skipped if args.skip_bad else None, args.max_pixels, args.overwrite)
         else:
             sources = []
             for spec in args.data:
                 root, _, split = spec.partition(":")
                 sources.append((root, split or None))
             out, skipped = build_cache(sources, args.out, args.size, args.quality,
-                                       "skip" if args.skip_bad else "raise", args.max_pixels)
+                                       "skip" if args.skip_bad else "raise", args.max_pixels, args.overwrite)
     except NoSamplesError as exc:
         report_skipped(exc.skipped)  # every sample was bad: say why before the one-line error
         raise

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..defaults import INPUT_SIZE, MAX_PIXELS
-from ..outfiles import check_outputs, write_files
+from ..outfiles import check_outputs, write_results
 from ..postprocess import to_u8
 from .datasets import FolderDataset, Sample, find_images, open_dataset
 from .io import DataError, NoSamplesError, read_rgb
@@ -67,14 +67,22 @@ def _pack(chunks: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(chunks), dtype=np.uint8).copy(), offsets
 
 
-def check_build_options(out: str | Path, size: int, quality: int) -> None:
+def check_build_options(out: str | Path, size: int, quality: int, overwrite: bool = False,
+                        inputs: Sequence[Path] = ()) -> None:
     """Refuse a side or quality no cache can have (OpenCV would fail deep inside its resize with
-    an assertion) and an output that cannot be written, before anything is decoded."""
+    an assertion) and an output that cannot be written, exists (unless ``overwrite``) or is one
+    of the ``inputs`` (a split file), before anything is decoded."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"--size must be a whole number >= 1; got {size}")
     if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
         raise ValueError(f"--quality must be a whole number in [0, 100]; got {quality}")
-    check_outputs({"cache": out}, overwrite=True, make_folders=True)
+    check_outputs({"cache": out}, [("--data", p) for p in inputs], overwrite, make_folders=True)
+
+
+def _input_files(dataset: object) -> list[Path]:
+    """The files of a dataset that name its samples (split file, .npy arrays): never an output."""
+    named = [getattr(dataset, a, None) for a in ("split_path", "images_path", "masks_path")]
+    return [p for p in named if p is not None]
 
 
 def _resize_sample(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,12 +99,16 @@ def build_cache(
     quality: int = 85,
     on_error: str = "raise",
     max_pixels: int = MAX_PIXELS,
+    overwrite: bool = False,
 ) -> tuple[Path, list[str]]:
-    """Encode labelled datasets (``(root, split)`` pairs) into one cache file.
+    """Encode labelled datasets (``(root, split)`` pairs) into one cache file; an existing
+    ``out`` is refused unless ``overwrite``.
 
     Returns the path and the list of skipped-file messages (``on_error="skip"``).
     """
-    check_build_options(out, size, quality)
+    datasets = [open_dataset(root, split, on_error=on_error, max_pixels=max_pixels)
+                for root, split in sources]  # split files read, nothing decoded yet
+    check_build_options(out, size, quality, overwrite, [p for ds in datasets for p in _input_files(ds)])
     images: list[bytes] = []
     targets: list[bytes] = []
     ignores: list[bytes] = []
@@ -104,8 +116,7 @@ def build_cache(
     names: list[str] = []
     source_names: list[str] = []
     skipped: list[str] = []
-    for root, split in sources:
-        dataset = open_dataset(root, split, on_error=on_error, max_pixels=max_pixels)
+    for dataset in datasets:
         source_names.append(dataset.name)
         for sample in tqdm(dataset, total=len(dataset), desc=f"cache {dataset.name}", unit="img"):
             image, target, ignore = _resize_sample(sample, size)
@@ -120,7 +131,7 @@ def build_cache(
     arrays = _arrays(images, names, source, source_names, size)
     arrays["target_bytes"], arrays["target_offsets"] = _pack(targets)
     arrays["ignore_bytes"], arrays["ignore_offsets"] = _pack(ignores)
-    return _save(out, arrays), skipped
+    return _save(out, arrays, overwrite), skipped
 
 
 def build_image_cache(
@@ -130,13 +141,15 @@ def build_image_cache(
     quality: int = 85,
     skipped: list[str] | None = None,
     max_pixels: int = MAX_PIXELS,
+    overwrite: bool = False,
 ) -> Path:
-    """Cache unlabelled image folders (backgrounds for synthetic compositing).
+    """Cache unlabelled image folders (backgrounds for synthetic compositing); an existing
+    ``out`` is refused unless ``overwrite``.
 
     Each folder becomes one source (named after the folder), so training can weight them. A bad
     image raises :class:`DataError`, or with a ``skipped`` list is recorded there and left out.
     """
-    check_build_options(out, size, quality)
+    check_build_options(out, size, quality, overwrite)
     folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     images: list[bytes] = []
     names: list[str] = []
@@ -162,7 +175,7 @@ def build_image_cache(
             source.append(i)
     if not images:
         raise NoSamplesError(f"{out}: no readable images to cache", skipped or [])
-    return _save(out, _arrays(images, names, source, [f.name for f in folders], size))
+    return _save(out, _arrays(images, names, source, [f.name for f in folders], size), overwrite)
 
 
 def _arrays(
@@ -180,12 +193,13 @@ def _arrays(
     }
 
 
-def _save(out: str | Path, arrays: dict) -> Path:
-    """The .npz written atomically through ``outfiles.write_files`` (a full disk or read-only
-    folder is one line naming the file, and leaves no temporary behind)."""
+def _save(out: str | Path, arrays: dict, overwrite: bool) -> Path:
+    """The .npz written atomically through ``outfiles.write_results`` (a full disk or read-only
+    folder is one line naming the file, and leaves no temporary behind; a file that appeared
+    while decoding is not replaced unless ``overwrite``)."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    write_files({Path(out): buffer.getbuffer().tobytes()})
+    write_results({Path(out): buffer.getbuffer().tobytes()}, overwrite)
     return Path(out)
 
 

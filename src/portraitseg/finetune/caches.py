@@ -70,7 +70,8 @@ def cached(sources: list[CacheSource], out: Path, size: int, quality: int) -> Ca
         if recorded.get("key") == key:
             return CacheResult(out, True, list(recorded.get("skipped", [])))
     key_file.unlink(missing_ok=True)  # a half-rebuilt cache must never look current
-    path, skipped = build_cache(sources, out, size, quality, on_error="skip")
+    # A stale cache (its key file says other inputs) is rebuilt in place.
+    path, skipped = build_cache(sources, out, size, quality, on_error="skip", overwrite=True)
     write_atomic(key_file, json.dumps({"key": key, "skipped": skipped}, indent=1).encode())
     return CacheResult(path, False, skipped)
 
