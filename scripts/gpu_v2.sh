@@ -29,10 +29,11 @@ pack() {
   for s in "${sets[@]}"; do data+=("$D/data/$s:train.txt"); done
   # WebP quality 40 keeps the 9.5k-image 224-px training cache under the 64 MiB a device call carries
   # (quality 70 is 85 MB); the val cache keeps quality 90 because it decides which weights win.
-  portraitseg cache "$work/train.npz" --size 224 --quality "${QUALITY:-40}" --data "${data[@]}"
-  portraitseg cache "$work/val.npz" --size 224 --quality 90 --data "$D/data/ccp_person:val.txt" \
+  # --overwrite: a rerun (e.g. with a lower QUALITY) rebuilds the caches; cache refuses to replace one otherwise.
+  portraitseg cache "$work/train.npz" --overwrite --size 224 --quality "${QUALITY:-40}" --data "${data[@]}"
+  portraitseg cache "$work/val.npz" --overwrite --size 224 --quality 90 --data "$D/data/ccp_person:val.txt" \
     "$D/data/voc_person:val.txt" "$D/data/eg1800:val.txt" "$D/data/picsart_selfie:val.txt"
-  portraitseg cache "$work/bg.npz" --size 224 --quality 60 --images "$D/data/backgrounds/textures" \
+  portraitseg cache "$work/bg.npz" --overwrite --size 224 --quality 60 --images "$D/data/backgrounds/textures" \
     "$D/data/backgrounds/scenes"
   cp "$D/anchors/deeplab_mnv2_dm05_aiseg_513.onnx" "$work/donor.onnx"
   tar -cf .carry/gpu_v2.tar -C .carry gpu_v2
