@@ -7,8 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
-from portraitseg.cli import COMMANDS, build_parser, hint_for
+from portraitseg.cli import COMMANDS, build_parser
+from portraitseg.locate import hint_for, install_hint
 
 
 def _subcommands(parser) -> dict:
@@ -72,6 +75,57 @@ def test_missing_torch_names_the_train_extra() -> None:
     assert proc.stderr.strip().splitlines() == [
         "portraitseg train: error: torch is not installed; this command needs the 'train' extra: "
         f"cd {REPO} && {install}"
+    ]
+
+
+SAMPLE = REPO / "src" / "portraitseg" / "assets" / "astronaut.jpg"
+
+
+@pytest.mark.parametrize(("hidden", "argv", "line"), [
+    # runtimes/factory.py: the bundled model on LiteRT.
+    ("ai_edge_litert", ["predict", str(SAMPLE), "--backend", "tflite", "-o", "{tmp}"],
+     "portraitseg predict: error: backend 'tflite' needs the LiteRT runtime: {tflite}"),
+    # export/tflite.py: the PyTorch->LiteRT converter.
+    ("litert_torch", ["export", "default", "--format", "tflite", "-o", "{tmp}/m.tflite"],
+     "portraitseg export: error: --format tflite needs the PyTorch->LiteRT converter: {tflite-export} "
+     "(litert-torch; no TensorFlow needed)"),
+    # serve: its own fixed hint gave way to cli.requires_extra's line.
+    ("uvicorn", ["serve", "--port", "0"],
+     "portraitseg serve: error: uvicorn is not installed; this command needs the 'server' extra: {server}"),
+])
+def test_missing_extras_name_the_install_that_works_here(hidden: str, argv: list[str], line: str,
+                                                         tmp_path: Path) -> None:
+    """Each hint is cli's/locate's install_hint (the clone's `pip install -e` here), not a fixed
+    `pip install 'portraitseg[x]'` that fetches another copy, or nothing, for a clone install."""
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code = (f"import sys\nsys.modules[{hidden!r}] = None\n"
+            f"from portraitseg.cli import main\nsys.exit(main({argv!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    hints = {f"{{{extra}}}": install_hint(extra) for extra in ("tflite", "tflite-export", "server")}
+    for key, hint in hints.items():
+        line = line.replace(key, hint)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line], proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_names_the_install_that_works_here() -> None:
+    """bench/frame.py's rows that cannot run say what to install (with the modules hidden)."""
+    code = (
+        "import sys\n"
+        "sys.modules['ai_edge_litert'] = None\n"
+        "sys.modules['litert_torch'] = None\n"
+        "from pathlib import Path\n"
+        "from portraitseg.bench.frame import Builder\n"
+        "b = Builder(Path('.'))\n"
+        "print(b.unavailable('default', 'tflite'))\n"
+        "print(b.unavailable('best.pt', 'tflite'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          check=True)
+    assert proc.stdout.splitlines() == [
+        f"default/tflite unavailable: the LiteRT runtime is not installed ({install_hint('tflite')})",
+        "best.pt/tflite unavailable: the PyTorch->LiteRT converter (litert-torch) is not installed "
+        f"({install_hint('tflite-export')})",
     ]
 
 

@@ -11,7 +11,9 @@ import importlib
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+
+# The one install hint (also used below the CLI, which may not import cli): portraitseg.locate.
+from .locate import install_hint
 
 # name -> one-line help for the top-level listing. Each is a module ``portraitseg.commands.<name>``
 # defining ``add_parser`` (which sets ``func``) with the same help (tests/test_cli.py checks).
@@ -45,31 +47,6 @@ EXTRA_FOR_MODULE: dict[str, str] = {
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
-
-
-def install_hint(extra: str) -> str:
-    """The pip command that adds ``extra`` to THIS installation: from the clone it runs from
-    (editable) or was installed from (``pip install .``), from the wheel file it came from, else
-    from the index. ``pip install 'portraitseg[x]'`` alone would fetch another copy (or nothing)
-    for a user who installed from a clone."""
-    from .locate import installed_from
-
-    return hint_for(extra, Path(__file__).resolve(), installed_from())
-
-
-def hint_for(extra: str, module_file: Path, source: Path | None) -> str:
-    """:func:`install_hint` for a package whose ``cli.py`` is ``module_file`` and that pip
-    installed from ``source`` (PEP 610; None: from an index)."""
-    import shlex
-
-    checkout = module_file.parents[2] if module_file.parents[1].name == "src" else None
-    if checkout is not None and (checkout / "pyproject.toml").is_file():
-        return f"cd {shlex.quote(str(checkout))} && pip install -e '.[{extra}]'"
-    if source is not None and (source / "pyproject.toml").is_file():
-        return f"cd {shlex.quote(str(source))} && pip install '.[{extra}]'"
-    if source is not None and source.suffix == ".whl" and source.is_file():
-        return f"pip install {shlex.quote(f'{source}[{extra}]')}"
-    return f"pip install 'portraitseg[{extra}]'"
 
 
 def missing_extra(exc: ModuleNotFoundError, extra: str | None = None) -> CLIError | None:

@@ -167,7 +167,9 @@ def test_peers_outside_the_repo(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(factory, "_installed", lambda m: False if m == "ai_edge_litert" else real(m))
     assert main(["eval", "--peers", "all", "--data", str(data), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "pip install 'portraitseg[tflite]'" in err
+    from portraitseg.locate import install_hint
+
+    assert len(err.splitlines()) == 1 and f"the LiteRT runtime: {install_hint('tflite')}" in err
 
 
 def test_bad_arguments_exit_2(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:

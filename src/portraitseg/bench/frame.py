@@ -28,8 +28,9 @@ import numpy as np
 from .. import postprocess as pp
 from ..data.io import encode_image
 from ..inference import load_image
+from ..locate import install_hint
 from ..pipeline import Pipeline
-from ..runtimes import DEFAULT_TFLITE, LITERT_HINT, Runtime, TFLiteRuntime, open_model, output_to_prob
+from ..runtimes import DEFAULT_TFLITE, Runtime, TFLiteRuntime, open_model, output_to_prob
 
 FRAME_SIZE = (720, 1280)  # (height, width)
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"
@@ -228,12 +229,13 @@ class Builder:
             return f"{model}/onnx-int8 skipped: int8 needs calibration photos (--calib-data DIR)"
         if fmt == "tflite" and model == "default" and DEFAULT_TFLITE.is_file():
             if not importlib.util.find_spec("ai_edge_litert"):
-                return f"{model}/tflite unavailable: the LiteRT runtime is not installed ({LITERT_HINT})"
+                hint = install_hint("tflite")
+                return f"{model}/tflite unavailable: the LiteRT runtime is not installed ({hint})"
             return None
         if fmt == "tflite" and not importlib.util.find_spec("litert_torch"):
             return (
-                f"{model}/tflite unavailable: the PyTorch->LiteRT converter (litert-torch, "
-                "pip install 'portraitseg[tflite-export]') is not installed"
+                f"{model}/tflite unavailable: the PyTorch->LiteRT converter (litert-torch) is not installed "
+                f"({install_hint('tflite-export')})"
             )
         return None
 

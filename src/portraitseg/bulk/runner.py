@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..commands.predict import Summary
+from ..locate import install_hint
 from .settings import BulkSettings, Resources
 from .stages import SegmentActor, check_batch, decode_batch, encode_batch, write_batch
 
 if TYPE_CHECKING:
     import ray.data
 
-RAY_HINT = "pip install 'portraitseg[ray]'"
 KINDS = ("mask", "cutout", "composite", "grid")
 
 
@@ -37,7 +37,7 @@ def import_ray() -> Any:
         import ray.data  # noqa: F401  (the extra is ray[data]: pyarrow, pandas...)
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"{exc.name} is not installed; bulk inference needs the 'ray' extra: "
-                                  f"{RAY_HINT}", name=exc.name) from None
+                                  f"{install_hint('ray')}", name=exc.name) from None
     return ray
 
 

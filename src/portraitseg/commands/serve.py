@@ -39,10 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
-    except ModuleNotFoundError:
-        raise ValueError("the server needs extra packages: pip install 'portraitseg[server]'") from None
+    # Not installed: cli.main's requires_extra prints one line naming the 'server' extra and the pip
+    # command that installs it here.
+    import uvicorn
+
     from ..server import ServerConfig, create_app, set_pil_limits
     from ..server.connections import fit_open_files, uvicorn_config
     from ..server.webapp import candidate_web_dirs, locate_web_dir

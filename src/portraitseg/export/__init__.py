@@ -26,7 +26,7 @@ _LAZY = {
     "exporter": ("ExportResult", "ExportWrapper", "contract_metadata", "default_output_path", "export_model",
                  "export_summary"),
     "fuse": ("FUSION_ATOL", "check_fusion", "count_batchnorms", "fuse_batchnorm", "fuse_conv_bn"),
-    "tflite": ("TFLITE_MISSING", "tflite_available"),
+    "tflite": ("tflite_available", "tflite_missing"),
     "verify": ("VerifyReport", "compare_outputs", "list_images", "load_images", "pick_spread",
                "random_images", "verify_export"),
 }

@@ -11,21 +11,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..locate import install_hint
 from ..runtimes import TFLITE_METADATA_KEY
 from ..runtimes.tflite import decode_name
 from .config import INPUT_NAME, ExportConfig, output_name
 
-TFLITE_MISSING = (
-    "--format tflite needs the PyTorch->LiteRT converter: pip install 'portraitseg[tflite-export]' "
-    "(litert-torch; no TensorFlow needed)"
-)
+
+def tflite_missing() -> str:
+    """What to install for ``--format tflite``, as the pip command that works for this install."""
+    return (f"--format tflite needs the PyTorch->LiteRT converter: {install_hint('tflite-export')} "
+            "(litert-torch; no TensorFlow needed)")
 
 
 def _require_litert_torch() -> Any:
     try:
         import litert_torch
     except ImportError as exc:
-        raise ValueError(TFLITE_MISSING) from exc
+        raise ValueError(tflite_missing()) from exc
     return litert_torch
 
 

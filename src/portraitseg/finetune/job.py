@@ -262,7 +262,7 @@ def export_all(job: FinetuneJob, best: Path, verify_root: Path) -> tuple[dict[st
     each verified against PyTorch by ``export_model``."""
     from ..checkpoint import load_model, save_weights
     from ..export import ExportConfig, export_model
-    from ..export.tflite import TFLITE_MISSING, tflite_available
+    from ..export.tflite import tflite_available, tflite_missing
 
     model = load_model(best)
     files = {"pt": save_weights(model, job.out / "model.pt")}
@@ -275,7 +275,7 @@ def export_all(job: FinetuneJob, best: Path, verify_root: Path) -> tuple[dict[st
         say(f"export: {result.path} ({result.bytes_written / 1e6:.2f} MB), verified: max |probability diff| "
             f"{result.verify.max_abs_diff:.2g} vs PyTorch")
     if "tflite" not in formats:
-        notes.append(f"TFLite export skipped: {TFLITE_MISSING}; then run `portraitseg export {files['pt']} "
+        notes.append(f"TFLite export skipped: {tflite_missing()}; then run `portraitseg export {files['pt']} "
                      f"--format tflite --size {job.recipe.export_size}`")
         say(f"note: {notes[-1]}")
     return files, notes

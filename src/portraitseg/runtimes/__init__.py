@@ -26,7 +26,6 @@ from .factory import (
     BACKENDS,
     DEFAULT_ONNX,
     DEFAULT_TFLITE,
-    LITERT_HINT,
     WEIGHTS_DIR,
     open_model,
     read_metadata,
@@ -38,7 +37,7 @@ from .tflite import TFLITE_METADATA_KEY, TFLiteRuntime, read_tflite_metadata
 from .torch import TorchRuntime
 
 __all__ = [
-    "ANCHORS_ENV", "BACKENDS", "DEFAULT_ONNX", "DEFAULT_TFLITE", "LAYOUTS", "LITERT_HINT", "OURS_OUTPUT",
+    "ANCHORS_ENV", "BACKENDS", "DEFAULT_ONNX", "DEFAULT_TFLITE", "LAYOUTS", "OURS_OUTPUT",
     "OUTPUT_KINDS", "PEERS", "PEER_ALIASES", "TFLITE_METADATA_KEY", "WEIGHTS_DIR", "InputFormat",
     "OnnxRuntime", "OutputFormat", "PeerSpec", "Runtime", "TFLiteRuntime", "TorchRuntime", "anchors_dir",
     "check_image", "open_model", "ours_input", "output_to_prob", "peer_spec", "prob_to_image_size",

@@ -17,6 +17,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from ..locate import install_hint
 from .contracts import Runtime
 from .onnx import OnnxRuntime, read_onnx_metadata
 from .peers import PEERS, PeerSpec, is_peer_name, peer_for_file, peer_path, peer_spec
@@ -27,7 +28,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
 DEFAULT_TFLITE = WEIGHTS_DIR / "default.tflite"  # same weights, for LiteRT (phones, XNNPACK)
 DEFAULT_SPEC = "default"
-LITERT_HINT = "pip install 'portraitseg[tflite]'"
 # "auto": the fastest installed one (see the module docstring). For a file, its suffix decides.
 BACKENDS = ("auto", "tflite", "onnx", "torch")
 
@@ -51,7 +51,7 @@ def _open_default(backend: str, threads: int | None) -> Runtime:
     backend = resolve_backend(backend)
     if backend == "tflite":
         if not _installed("ai_edge_litert"):
-            raise ValueError(f"backend 'tflite' needs the LiteRT runtime: {LITERT_HINT}")
+            raise ValueError(f"backend 'tflite' needs the LiteRT runtime: {install_hint('tflite')}")
         return TFLiteRuntime(DEFAULT_TFLITE, name=DEFAULT_SPEC, threads=threads)
     if backend == "onnx":
         return OnnxRuntime(DEFAULT_ONNX, name=DEFAULT_SPEC, threads=threads)
@@ -66,7 +66,7 @@ def _open_file(path: Path, threads: int | None, peer: PeerSpec | None = None,
     name = peer.name if peer else path.stem
     if path.suffix == ".tflite" and not _installed("ai_edge_litert"):
         # Checked here so `eval --peers all` names the fix instead of failing inside the import.
-        raise ValueError(f"{path}: .tflite models need the LiteRT runtime: {LITERT_HINT}")
+        raise ValueError(f"{path}: .tflite models need the LiteRT runtime: {install_hint('tflite')}")
     if peer:
         return _runtime_class(path)(path, name, threads, input_format=peer.input, output_format=peer.output)
     if path.suffix == ".onnx":
