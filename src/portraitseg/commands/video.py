@@ -37,29 +37,47 @@ leaves no OUT, prints one line and exits 1. Ctrl-C keeps the frames done so far 
 file); a second Ctrl-C stops at once and keeps nothing.
 
 --bench measures end-to-end frames/s on a generated 1280x720 clip (decode + model + smoothing
-+ background replacement + encode) and prints/writes JSON.
++ background replacement + encode), prints each stage's CPU ms per frame as a table on stderr
+and the numbers as JSON (stdout, or --json).
 """
 
 
 def add_common_effect_args(parser: argparse.ArgumentParser) -> None:
     """The effect, the model (:class:`~portraitseg.video.ModelConfig`) and the same
     post-processing flags as ``predict``; shared by ``video`` and ``webcam``."""
+    from ..colour import COLOUR_SYNTAX
     from ..video.effects import ModelConfig
 
     add = parser.add_argument
     add(
         "--background",
         metavar="IMAGE|VIDEO|COLOR|blur",
-        help="replace the background: an image, a video (looped), a colour name/#hex, or 'blur' (default)",
+        help=f"replace the background: an image, a video (looped), a colour ({COLOUR_SYNTAX}), or 'blur' "
+        "(default)",
     )
     add("--mask-only", action="store_true", help="output the mask (white = person) instead of a composite")
     # --smoothing/--no-smoothing (the old --no-smoothing keeps working).
     add_config_flags(parser, ModelConfig)
     add_postprocess_flags(parser)
+    add_encoder_flags(parser)
+
+
+def add_encoder_flags(parser: argparse.ArgumentParser) -> None:
+    """x264 settings of .mp4/.m4v/.mov outputs (:class:`~portraitseg.video.writer.EncoderConfig`)."""
+    from ..video.writer import EncoderConfig
+
+    add_config_flags(parser.add_argument_group("H.264 output (defaults: EncoderConfig)"), EncoderConfig)
+
+
+def encoder_config(args: argparse.Namespace):
+    """The :class:`~portraitseg.video.writer.EncoderConfig` the flags describe (validated)."""
+    from ..video.writer import EncoderConfig
+
+    return config_from_args(EncoderConfig, args)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from ..bench.video import BENCH_FRAMES
+    from ..bench.video import BENCH_FRAMES, BENCH_INPUTS
     from ..video.io import CODECS
 
     parser = subparsers.add_parser(
@@ -78,6 +96,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--bench", action="store_true", help="benchmark on a generated 1280x720 clip (IN/OUT not needed)")
     add("--bench-frames", type=int, default=BENCH_FRAMES, metavar="N",
         help="frames in the benchmark clip (default: %(default)s)")
+    add("--bench-input", choices=BENCH_INPUTS, default="mjpg",
+        help="the benchmark clip's codec (default: %(default)s; h264 needs ffmpeg)")
     add(
         "--json", metavar="PATH", type=Path,
         help="write the run's numbers (fps, per-stage ms, codec) as JSON to PATH (--bench without "
@@ -134,18 +154,20 @@ def _remove_old_frames(folder: Path, frames: int) -> None:
 
 @write_errors_exit_1("video")
 def run(args: argparse.Namespace) -> int:
-    from ..bench.video import run_video_bench
+    from ..bench.video import run_video_bench, stage_table
     from ..video import VideoConfig, parse_effect, process_file
 
     cfg = VideoConfig(
-        model=model_config(args), alpha_dir=args.alpha, copy_audio=not args.no_audio, progress=not args.quiet
+        model=model_config(args), encoder=encoder_config(args), alpha_dir=args.alpha,
+        copy_audio=not args.no_audio, progress=not args.quiet,
     )
     if args.bench:
         check_outputs({"--json": args.json}, {}, args.overwrite)
         named = args.output or args.input  # `video --bench OUT.avi` picks the codec by extension
         ext = Path(named).suffix if named else ".mp4"
         with tempfile.TemporaryDirectory(prefix="portraitseg-bench-") as tmp:
-            report = run_video_bench(Path(tmp), ext, args.bench_frames, cfg)
+            report = run_video_bench(Path(tmp), ext, args.bench_frames, cfg, args.bench_input)
+        print(stage_table(report), file=sys.stderr)
         emit_json(report, args.json)
         return 0
     if not args.input or not args.output:

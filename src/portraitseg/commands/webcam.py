@@ -16,7 +16,7 @@ from ._common import (
     sigterm_as_exit,
     write_errors_exit_1,
 )
-from .video import add_common_effect_args, background_input, emit_json, model_config
+from .video import add_common_effect_args, background_input, emit_json, encoder_config, model_config
 
 if TYPE_CHECKING:
     import numpy as np
@@ -151,6 +151,7 @@ def _live(args: argparse.Namespace, mcfg, window: bool, is_file: bool, output) -
     import cv2
 
     from ..video import LiveConfig, LivePipeline, draw_overlay, open_pipeline, open_source, parse_effect
+    from ..video.effects import prepare_effect
 
     effect = parse_effect(args.background, args.mask_only or args.show_mask)
     cap = open_source(args.source)
@@ -164,10 +165,12 @@ def _live(args: argparse.Namespace, mcfg, window: bool, is_file: bool, output) -
     )
     cfg.validate()
     proc = open_pipeline(mcfg)
+    if width > 0 and height > 0:  # a background photo scaled to the frames once, not per frame
+        effect = prepare_effect(effect, (height, width))
     pipe = LivePipeline(cap, proc, effect, cfg)
     vcam = _VirtualCam(width, height, fps) if args.virtual_cam else None
     if output is not None:
-        output.open(fps, (width, height))
+        output.open(fps, (width, height), encoder_config(args))
     effects, state = _effects(effect), {"i": 0, "overlay": True}
 
     def sink(out: np.ndarray, info) -> bool:
@@ -175,8 +178,7 @@ def _live(args: argparse.Namespace, mcfg, window: bool, is_file: bool, output) -
             draw_overlay(out, pipe.status_line()) if (window and state["overlay"]) or args.overlay else out
         )
         if output is not None:
-            code = cv2.COLOR_GRAY2BGR if shown.ndim == 2 else cv2.COLOR_RGB2BGR
-            output.write(cv2.cvtColor(shown, code))
+            output.write(shown)
         if vcam is not None:
             vcam.send(shown)
         if not window:
