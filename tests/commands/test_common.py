@@ -60,6 +60,27 @@ def test_serve_flags_come_from_server_config_and_old_spellings_work() -> None:
         ServerConfig(model_threads=0).validate()
 
 
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"worker_threads": 0}, "--workers-threads must be >= 1; got 0"),
+    ({"max_body_bytes": 0}, "--max-body-mb must be > 0; got 0"),
+    ({"timeout_s": float("inf")}, "--timeout must be a positive number of seconds; got inf"),
+    ({"retry_after_s": -1}, "--retry-after-s must be >= 0; got -1"),
+    ({"max_inflight_pixels": 1_000_000, "max_pixels": 2_000_000},
+     "--max-inflight-megapixels (1) must be at least --max-megapixels (2)"),
+])
+def test_server_config_errors_name_the_flag_serve_has(changes: dict, message: str) -> None:
+    """ServerConfig.validate names each field by options.flag_name, the flag the CLI generates
+    (a renamed one such as --workers-threads included), so every flag in a message exists."""
+    from portraitseg.server.config import ServerConfig
+
+    with pytest.raises(ValueError) as exc:
+        ServerConfig(**changes).validate()
+    assert str(exc.value) == message
+    serve = next(a for a in build_parser(only="serve")._actions if a.dest == "command").choices["serve"]
+    flags = {s for action in serve._actions for s in action.option_strings}
+    assert {w.strip("()") for w in message.split() if w.startswith("--")} <= flags
+
+
 def test_export_flags_come_from_export_config() -> None:
     from portraitseg.commands.export import config_from_cli
     from portraitseg.export import ExportConfig

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 
 from .. import postprocess as pp
 from ..defaults import MAX_PIXELS
+from ..options import flag_name
 from ..options import option as _opt
 
 MB = 1024 * 1024
@@ -65,7 +66,7 @@ class ServerConfig:
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{_flag(name)} must be a positive number of seconds; got {value}")
         if self.retry_after_s < 0:
-            raise ValueError(f"--retry-after-s must be >= 0; got {self.retry_after_s}")
+            raise ValueError(f"{_flag('retry_after_s')} must be >= 0; got {self.retry_after_s}")
         # Else a request at the size limit could never be admitted.
         pairs = (("max_upload_memory_bytes", "max_body_bytes"), ("max_inflight_pixels", "max_pixels"))
         for budget, limit in pairs:
@@ -75,12 +76,15 @@ class ServerConfig:
 
 
 def _flag(name: str) -> str:
-    """The ``serve`` flag of a field (the CLI generates them from the same metadata)."""
-    f = next(f for f in fields(ServerConfig) if f.name == name)
-    return str(f.metadata.get("flag") or "--" + name.replace("_", "-"))
+    """The ``serve`` flag of a field, as the CLI generates it (:func:`portraitseg.options.flag_name`)."""
+    return flag_name(_field(name))
 
 
 def _shown(name: str, value: float) -> str:
     """``value`` in the flag's units (MB, MP)."""
-    scale = next(f for f in fields(ServerConfig) if f.name == name).metadata.get("scale")
+    scale = _field(name).metadata.get("scale")
     return f"{value / scale:g}" if scale else str(value)
+
+
+def _field(name: str) -> Field:
+    return next(f for f in fields(ServerConfig) if f.name == name)
