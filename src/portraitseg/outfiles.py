@@ -44,21 +44,21 @@ def _pairs(named: Named) -> list[tuple[str, Path]]:
     return [(label, Path(p)) for label, p in items if p is not None]
 
 
-def _keys(path: Path) -> set[_Key]:
+def _keys(path: Path) -> list[_Key]:
     """What identifies the file ``path`` names: its resolved path (links and ``..`` resolved,
-    also for a file that does not exist yet) and, when it exists, its inode (hard links)."""
-    keys: set[_Key] = {("path", str(path.resolve()))}
+    also for a file that does not exist yet) and, when it exists, its inode (hard links).
+    A list, in that order, so that messages do not depend on set order."""
+    keys: list[_Key] = [("path", str(path.resolve()))]
     try:
         st = path.stat()
     except OSError:
         return keys
-    keys.add(("inode", st.st_dev, st.st_ino))
-    return keys
+    return [*keys, ("inode", st.st_dev, st.st_ino)]
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two paths name one file: symbolic links, hard links and ``..`` resolved."""
-    return bool(_keys(Path(a)) & _keys(Path(b)))
+    return not set(_keys(Path(a))).isdisjoint(_keys(Path(b)))
 
 
 @dataclass
@@ -68,7 +68,7 @@ class OutputClaims:
     ``bulk``: thousands of files, so lookups are by key, not pairwise); :func:`check_outputs`
     is the whole check for a command's few named outputs."""
 
-    _inputs: dict[_Key, tuple[str, Path]] = field(default_factory=dict)
+    _inputs: dict[_Key, tuple[int, str, Path]] = field(default_factory=dict)  # key -> (order, label, path)
     _outputs: dict[_Key, str] = field(default_factory=dict)
 
     def add_inputs(self, inputs: Named) -> None:
@@ -76,7 +76,8 @@ class OutputClaims:
         are ignored."""
         for label, path in _pairs(inputs):
             if path.is_file():
-                self._inputs.update(dict.fromkeys(_keys(path), (label, path)))
+                for key in _keys(path):  # the first label given for a file names it
+                    self._inputs.setdefault(key, (len(self._inputs), label, path))
 
     def claim(self, outputs: Named, owner: str | None = None) -> None:
         """Refuse an output that is an input or an output claimed before (all of ``outputs`` are
@@ -86,9 +87,9 @@ class OutputClaims:
         claimed: dict[_Key, str] = {}
         for label, path in pairs:
             keys = _keys(path)
-            read = [self._inputs[k] for k in keys if k in self._inputs]
-            if read:
-                in_label, src = read[0]
+            read = sorted(self._inputs[k] for k in keys if k in self._inputs)
+            if read:  # named after the first input given that is this file, as the user listed them
+                _, in_label, src = read[0]
                 raise OutputError(f"{label} {path} is the input {in_label} ({src}); refusing to overwrite it")
             taken = [self._outputs.get(k) or claimed.get(k) for k in keys]
             other = next((o for o in taken if o is not None), None)
