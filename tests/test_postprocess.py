@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -232,3 +234,35 @@ def test_workspace_reuses_buffers_and_never_aliases_inputs() -> None:
 def test_config_validation(field: str, value: object) -> None:
     with pytest.raises(ValueError):
         pp.PostprocessConfig(**{field: value}).validate()
+
+
+def _full_frame_blend(image: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """The blend over the whole frame, as composite did before it blended only the person's box."""
+    a8 = cv2.convertScaleAbs(alpha.astype(np.float32), alpha=255.0)
+    a3 = cv2.cvtColor(a8, cv2.COLOR_GRAY2RGB)
+    fg = cv2.multiply(image, a3, scale=1.0 / 255.0)
+    return cv2.add(cv2.multiply(bg, cv2.bitwise_not(a3), scale=1.0 / 255.0), fg)
+
+
+@pytest.mark.parametrize("case", ["none", "all", "box", "noise", "corner"])
+def test_composite_blends_only_the_persons_box_with_the_same_result(case: str) -> None:
+    photo = Path(pp.__file__).parent / "assets" / "astronaut.jpg"
+    image = cv2.cvtColor(cv2.resize(cv2.imread(str(photo)), (320, 180)), cv2.COLOR_BGR2RGB)
+    bg = np.ascontiguousarray(image[::-1, ::-1])
+    rng = np.random.default_rng(3)
+    alpha = np.zeros((180, 320), np.float32)
+    if case == "all":
+        alpha[:] = 1.0
+    elif case == "box":
+        alpha[40:150, 100:230] = rng.random((110, 130))
+    elif case == "noise":
+        alpha[:] = rng.random((180, 320)) * (rng.random((180, 320)) > 0.5)
+    elif case == "corner":
+        alpha[-1, -1] = 0.5
+    ws = pp.Workspace()
+    for _ in range(2):  # a reused workspace gives the same
+        out = pp.composite(image, alpha, bg, ws)
+        np.testing.assert_array_equal(out, _full_frame_blend(image, alpha, bg))
+    green = pp.colour_background(image.shape, (10, 200, 30))
+    expected = _full_frame_blend(image, alpha, green)
+    np.testing.assert_array_equal(pp.composite(image, alpha, (10, 200, 30)), expected)
