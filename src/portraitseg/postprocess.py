@@ -426,6 +426,17 @@ def colour_background(shape: tuple[int, ...], colour: tuple[int, int, int], ws: 
     return out
 
 
+def fit_background(background: np.ndarray, size: tuple[int, int], ws: Workspace | None = None
+                   ) -> np.ndarray:
+    """An RGB(A) image as the uint8 RGB background of ``size`` = (height, width) frames: the
+    image itself when it already fits (only read; a video's background is fitted once per
+    stream), else scaled to cover and centre-cropped (:func:`resize_cover`)."""
+    bg = background[..., :3] if background.shape[2] == 4 else background
+    if bg.shape[:2] == size and bg.dtype == np.uint8:
+        return bg
+    return resize_cover(bg.astype(np.uint8, copy=False), size, ws)
+
+
 def make_background(image: np.ndarray, background: Background, ws: Workspace | None = None) -> np.ndarray:
     """An (H, W, 3) uint8 background for ``image``: an image (resized to cover), an RGB
     colour tuple, or ``"blur"``."""
@@ -435,10 +446,7 @@ def make_background(image: np.ndarray, background: Background, ws: Workspace | N
             raise ValueError(f"background must be an image, an RGB tuple or 'blur'; got {background!r}")
         return blurred_background(image, ws=ws)
     if isinstance(background, np.ndarray) and background.ndim == 3:
-        bg = background[..., :3] if background.shape[2] == 4 else background
-        if bg.shape[:2] == (h, w) and bg.dtype == np.uint8:
-            return bg  # already the frame's size (a video's background, prepared once): only read
-        return resize_cover(bg.astype(np.uint8, copy=False), (h, w), ws)
+        return fit_background(background, (h, w), ws)
     colour = tuple(int(c) for c in background)  # type: ignore[union-attr]
     if len(colour) != 3 or not all(0 <= c <= 255 for c in colour):
         raise ValueError(f"background colour must be three ints in 0..255; got {background!r}")

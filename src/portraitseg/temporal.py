@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .postprocess import shrink_linear
+
 
 @dataclass
 class SmoothingConfig:
@@ -53,15 +55,13 @@ class SmoothingConfig:
 
 
 def lowres_gray(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """RGB (or grey) frame -> float32 grey (h, w) at ``shape``: area-averaged, which also
-    suppresses sensor noise before differencing."""
-    from .postprocess import shrink_linear
-
+    """RGB (or grey) frame -> float32 grey (h, w) at ``shape``: shrunk like the model's input
+    (box blur + bilinear), which also suppresses sensor noise before differencing."""
     h, w = shape
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame
     if gray.shape != (h, w):
-        # Box blur + bilinear, the model input's shrink: 0.25 ms from 720p where OpenCV's
-        # general area resize took 2.2 ms, and averaging as much of the sensor noise.
+        # 0.25 ms from 720p where OpenCV's general area resize took 2.2 ms, averaging as much
+        # of the sensor noise.
         gray = shrink_linear(gray, (w, h))
     return gray.astype(np.float32, copy=False)
 

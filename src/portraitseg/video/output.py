@@ -130,7 +130,7 @@ class VideoOutput:
         """Close the writer and read the file back; returns the written (width, height)."""
         if self.writer is not None:
             self.writer.release()  # interrupted or failed: the writer stays for discard() to kill
-            self.encoder_cpu_s = getattr(self.writer, "cpu_s", 0.0)
+            self.encoder_cpu_s = self.writer.cpu_s
             self.writer = None
         if self.frames == 0:
             raise WriteError(f"{self.dst}: no frames were written")

@@ -103,6 +103,7 @@ class FrameWriter(Protocol):
     to be deleted)."""
 
     codec: str
+    cpu_s: float  # an encoder process's CPU seconds, once released (0: it encodes in-process)
 
     def write(self, frame: np.ndarray) -> None: ...
 
@@ -221,6 +222,8 @@ class FFmpegWriter:
 
 class OpenCVWriter:
     """``cv2.VideoWriter`` with the codec that follows the extension (mp4v or MJPG)."""
+
+    cpu_s = 0.0  # encodes in this process: its CPU is in the encode stage's
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int], name: str | None = None) -> None:
         self.codec = codec_for(path)
