@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from crafted_pt import write_code_running_pt
 from portraitseg.checkpoint import bundled_weights_path, load_checkpoint, load_model, save_weights
 from portraitseg.models import DEFAULT_MODEL, MobileUNet, create_model
 from small_disk import tmpfs
@@ -170,22 +171,11 @@ def test_files_written_before_hashes_still_load(model: MobileUNet, tmp_path: Pat
     assert isinstance(load_model("default"), MobileUNet)  # the bundled file predates hashes
 
 
-def _make_evil(path: Path, marker: Path) -> Path:
-    import os
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    torch.save({"model_config": {}, "model": {}, "note": Evil()}, path)
-    return path
-
-
 def test_a_pt_that_runs_code_is_refused_without_running_it(tmp_path: Path) -> None:
     from portraitseg.checkpoint import load_training_state
 
     marker = tmp_path / "PWNED"
-    evil = _make_evil(tmp_path / "evil.pt", marker)
+    evil = write_code_running_pt(tmp_path / "evil.pt", marker)
     for load in (load_model, load_training_state):
         with pytest.raises(ValueError, match=r"evil.pt: not a portraitseg checkpoint: loading it would "
                                              r"run code \((posix|nt).system\)") as info:

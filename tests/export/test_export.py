@@ -346,16 +346,10 @@ def test_opset_out_of_range_is_one_line(opset: str, tmp_path: Path, capsys: pyte
 
 
 def test_cli_refuses_a_pt_that_runs_code(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    import os
+    from crafted_pt import write_code_running_pt
 
     marker = tmp_path / "PWNED"
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    evil = tmp_path / "evil.pt"
-    torch.save({"model_config": {}, "model": {}, "x": Evil()}, evil)
+    evil = write_code_running_pt(tmp_path / "evil.pt", marker, key="x")
     assert main(["export", str(evil), "-o", str(tmp_path / "e.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert "evil.pt: not a portraitseg checkpoint: loading it would run code" in err

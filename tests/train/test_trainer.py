@@ -438,16 +438,10 @@ def test_unwritable_out_dir_fails_before_loading_data(caches, tmp_path: Path, ca
 
 
 def test_resume_from_a_pt_that_runs_code_is_refused(caches, tmp_path: Path, capsys) -> None:
-    import os
+    from crafted_pt import write_code_running_pt
 
     marker = tmp_path / "PWNED"
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    evil = tmp_path / "evil.pt"
-    torch.save({"model_config": {}, "model": {}, "optimizer": Evil()}, evil)
+    evil = write_code_running_pt(tmp_path / "evil.pt", marker, key="optimizer")
     assert main(train_args(caches, tmp_path, 1, "--resume", str(evil))) == 2
     err = capsys.readouterr().err.strip()
     assert "evil.pt: not a portraitseg checkpoint: loading it would run code" in err
