@@ -67,10 +67,11 @@ def test_missing_torch_names_the_train_extra() -> None:
     assert proc.returncode == 2, proc.stderr
     # The command that works here is the clone's (issue 18): `pip install -e` when the tests run
     # the clone's own source (editable, PYTHONPATH=src), `pip install .` from it when pip copied
-    # the package into a venv (CI's `pip install .`).
+    # the package into a venv (CI's `pip install .`, into .ci-venv INSIDE the clone: so the test
+    # asks whether the package is the clone's src/, not whether it lies under the clone).
     import portraitseg
 
-    editable = Path(portraitseg.__file__).resolve().is_relative_to(REPO.resolve())
+    editable = Path(portraitseg.__file__).resolve().is_relative_to((REPO / "src").resolve())
     install = "pip install -e '.[train]'" if editable else "pip install '.[train]'"
     assert proc.stderr.strip().splitlines() == [
         "portraitseg train: error: torch is not installed; this command needs the 'train' extra: "
