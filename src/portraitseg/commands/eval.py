@@ -171,19 +171,19 @@ def open_datasets(dirs: list[str], split: str | None, skip_bad: bool,
     return out
 
 
-def check_outputs(args: argparse.Namespace, labels: list[str], datasets: list[tuple[str, object]],
-                  gallery: int, inputs: list[tuple[str, Path]]) -> None:
+def check_report_paths(args: argparse.Namespace, labels: list[str], datasets: list[tuple[str, object]],
+                       gallery: int, inputs: list[tuple[str, Path]]) -> None:
     """Before any model runs: refuse what writing the results would refuse or fail on later
     (an existing result without --overwrite, a read-only or missing-permission folder) and a
     result that would replace an input (a model file, a split file), even with --overwrite."""
-    from ..outfiles import check_outputs as check
+    from ..outfiles import check_outputs
     from ..reports import report_paths
 
     outputs: list[tuple[str, Path | None]] = [("--json", args.json)]
     if args.out:
         paths = report_paths(labels, [label for label, _ in datasets], args.out, gallery)
         outputs += [("--out", p) for p in paths]
-    check(outputs, inputs, args.overwrite, make_folders=True)
+    check_outputs(outputs, inputs, args.overwrite, make_folders=True)
 
 
 def eval_inputs(specs: list[str], datasets: list[tuple[str, object]]) -> list[tuple[str, Path]]:
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     labels = model_labels(specs)
     datasets = open_datasets(args.data, args.split, args.skip_bad, args.max_pixels)
     keep = max(args.gallery, 0) if args.out else 0
-    check_outputs(args, labels, datasets, keep, eval_inputs(specs, datasets))
+    check_report_paths(args, labels, datasets, keep, eval_inputs(specs, datasets))
     runtimes = [open_model(s, args.backend, args.threads, args.anchors, name=label)
                 for s, label in zip(specs, labels)]
     with sigterm_as_exit():  # a killed run leaves no temporary result file behind
