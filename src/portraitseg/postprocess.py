@@ -397,6 +397,12 @@ def resize_cover(background: np.ndarray, size: tuple[int, int], ws: Workspace | 
     h, w = size
     bh, bw = background.shape[:2]
     s = max(h / bh, w / bw)
+    # Scale only the part that shows when the whole would be far bigger than the frame: a long
+    # strip (a 1x20000 image behind 720p) scaled whole is gigabytes. Ordinary photos stay as before.
+    if bh * bw * s * s > 4 * h * w:
+        ch, cw = min(bh, int(np.ceil(h / s)) + 2), min(bw, int(np.ceil(w / s)) + 2)
+        y0, x0 = (bh - ch) // 2, (bw - cw) // 2
+        background, bh, bw = background[y0 : y0 + ch, x0 : x0 + cw], ch, cw
     nh, nw = max(h, round(bh * s)), max(w, round(bw * s))
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
     shape = (nh, nw, *background.shape[2:])

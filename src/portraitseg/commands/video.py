@@ -156,6 +156,7 @@ def _remove_old_frames(folder: Path, frames: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench.video import run_video_bench, stage_table
     from ..video import VideoConfig, parse_effect, process_file
+    from ..video.io import check_input_file
 
     cfg = VideoConfig(
         model=model_config(args), encoder=encoder_config(args), alpha_dir=args.alpha,
@@ -172,9 +173,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.input or not args.output:
         raise ValueError("give IN and OUT (or --bench)")
-    src, dst = Path(args.input), Path(args.output)
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: no such file")
+    src, dst = check_input_file(args.input), Path(args.output)
     inputs = {"IN": src, "--background": background_input(args.background)}
     outputs = {"OUT": dst, "--json": args.json}
     check_outputs(outputs, inputs, args.overwrite)
@@ -190,6 +189,10 @@ def run(args: argparse.Namespace) -> int:
     if result.interrupted:
         print("interrupted: kept the frames written so far", file=sys.stderr)
         return 130
+    damage = result.input_damage()
+    if damage:  # OUT is kept (all the input holds), but a batch must not take it for a clean run
+        print(f"portraitseg video: error: {src}: {damage}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import postprocess as pp
-from ..options import option
+from ..options import Bounds, option
 from ..pipeline import Pipeline, StageTimes
 from ..temporal import SmoothingConfig
 from .io import VIDEO_EXTS, VideoBackground
+from .writer import MAX_THREADS
 
 Effect = pp.Background | VideoBackground | str  # str: "mask" or "none" besides "blur"
 
@@ -22,7 +23,9 @@ class ModelConfig:
     """The model side of a video run (the file and live pipelines share it)."""
 
     model: str = option("default", "'default' (bundled, fastest backend), a .pt/.onnx/.tflite file or a peer")
-    threads: int = option(1, "model threads; 1 leaves the other core to decoding/encoding", metavar="N")
+    # Bounded: --threads 100000 ended in "RuntimeError: can't start new thread" (a traceback).
+    threads: int = option(1, "model threads; 1 leaves the other core to decoding/encoding", metavar="N",
+                          bounds=Bounds(low=1, high=MAX_THREADS))
     smoothing: bool = option(True, "motion-aware temporal smoothing of the masks")
     postprocess: pp.PostprocessConfig = field(default_factory=pp.PostprocessConfig)
 

@@ -33,7 +33,7 @@ from ..pipeline import Pipeline, StageTimes
 from ..runtimes import Runtime
 from ..temporal import SmoothingConfig
 from .effects import Effect, ModelConfig, open_pipeline, prepare_effect, render_effect
-from .io import copy_audio, open_video
+from .io import copy_audio, open_video, read_past_damage
 from .output import VideoOutput
 from .writer import EncoderConfig, WriteError
 
@@ -74,6 +74,9 @@ class VideoResult:
     # This process's CPU ms per frame over the run, all threads (the stages above plus what no
     # stage timer sees: decoder worker threads, queue hand-offs, the interpreter).
     process_cpu_ms: float = 0.0
+    # Input frames that did not decode (a damaged file): skipped, the frame before fills their time.
+    frames_unreadable: int = 0
+    frames_listed: int = 0  # the input's frame count as its container states it (0: not stated)
 
     @property
     def throughput_fps(self) -> float:
@@ -82,12 +85,28 @@ class VideoResult:
     @property
     def resampled(self) -> bool:
         """Frames were repeated or dropped to keep a variable-rate input's timing."""
-        return self.frames != self.frames_in and not self.interrupted
+        return self.frames != self.frames_in and not (self.interrupted or self.frames_unreadable)
+
+    def input_damage(self) -> str | None:
+        """What was wrong with the input, in a few words (None: every frame it lists decoded).
+        Frames missing at the end (a truncated file) are counted against the container's
+        frame count, an estimate in some formats: one frame short is let pass."""
+        if self.interrupted:
+            return None
+        missing = max(0, self.frames_listed - self.frames_in - self.frames_unreadable)
+        bad = self.frames_unreadable + (missing if missing > max(1, self.frames_listed // 100) else 0)
+        if not bad:
+            return None
+        of = f" of its {self.frames_listed}" if self.frames_listed >= self.frames_in + bad else ""
+        return (f"damaged or truncated video: {bad}{of} frames could not be decoded; the output holds the "
+                f"{self.frames_in} that could")
 
     def to_dict(self) -> dict[str, object]:
         return {
             "frames": self.frames,
             "frames_in": self.frames_in,
+            "frames_unreadable": self.frames_unreadable,
+            "frames_listed": self.frames_listed,
             "fps_in": round(self.fps, 3),
             "size": list(self.size),
             "size_in": list(self.size_in),
@@ -180,10 +199,17 @@ class _Timeline:
         return int(np.floor((t - self.t0) * self.fps + 0.5))
 
 
+@dataclass
+class _Decoded:
+    unreadable: int = 0  # frames skipped because they did not decode (read_past_damage)
+
+
 def _decode(cap: cv2.VideoCapture, first: np.ndarray, fps: float, out: queue.Queue, flow: _Flow,
-            times: StageTimes) -> None:
+            times: StageTimes, decoded: _Decoded) -> None:
     """Items ``(rgb, repeats, input frames covered)``; frames that fill no output slot are
-    skipped here (not segmented), their count carried by the next item for the progress bar."""
+    skipped here (not segmented), their count carried by the next item for the progress bar.
+    A frame that does not decode is skipped too: the next one's timestamp makes the frame
+    before it fill its time (``decoded.unreadable`` counts them)."""
     timeline = _Timeline(fps)
     frame: np.ndarray | None = first
     slot = timeline.start_slot(cap.get(cv2.CAP_PROP_POS_MSEC))
@@ -191,7 +217,8 @@ def _decode(cap: cv2.VideoCapture, first: np.ndarray, fps: float, out: queue.Que
     try:
         while frame is not None and not flow.reading_done.is_set() and not flow.aborted.is_set():
             with times.measure("decode"):
-                ok, following = cap.read()
+                ok, following, skipped = read_past_damage(cap)
+                decoded.unreadable += skipped
                 next_slot = timeline.start_slot(cap.get(cv2.CAP_PROP_POS_MSEC)) if ok else slot + 1
                 repeats = max(0, next_slot - slot)
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if repeats else None
@@ -315,35 +342,39 @@ def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
         alpha = _AlphaFrames(cfg.alpha_dir) if cfg.alpha_dir is not None else None
         out.open(fps, (w, h), cfg.encoder)
         t_start, cpu_start = time.perf_counter(), _process_cpu_s()
-        frames_in, interrupted = _stream(cap, first, fps, _Job(cfg, pipe, out, alpha, times), on_frame)
+        decoded = _Decoded()
+        frames_in, interrupted = _stream(cap, first, fps, _Job(cfg, pipe, out, alpha, times), decoded,
+                                         on_frame)
+        listed = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
         wall, process_cpu = time.perf_counter() - t_start, _process_cpu_s() - cpu_start
     finally:
         cap.release()
     size = out.finish()
-    audio = _add_audio(src, out, cfg.copy_audio, interrupted)
+    audio = _add_audio(src, out, fps, cfg.copy_audio, interrupted)
     out.publish()
     cpu = times.cpu_ms()
     if out.encoder_cpu_s:
         cpu["x264"] = round(1000 * out.encoder_cpu_s / max(out.frames, 1), 2)
     return VideoResult(out.frames, fps, size, out.codec, wall, interrupted, audio, times.ms(),
-                       frames_in, (w, h), cpu, round(1000 * process_cpu / max(out.frames, 1), 2))
+                       frames_in, (w, h), cpu, round(1000 * process_cpu / max(out.frames, 1), 2),
+                       frames_unreadable=decoded.unreadable, frames_listed=listed)
 
 
 def _process_cpu_s() -> float:
     return time.process_time()  # all of this process's threads, user + system
 
 
-def _stream(cap: cv2.VideoCapture, first: np.ndarray, fps: float, job: _Job,
+def _stream(cap: cv2.VideoCapture, first: np.ndarray, fps: float, job: _Job, decoded: _Decoded,
             on_frame: Callable[[int, np.ndarray], None] | None) -> tuple[int, bool]:
     """Run the four stages to the end of the input (or a Ctrl-C); returns (input frames read,
     interrupted). Raises the first stage error."""
     from tqdm import tqdm
 
     flow, size = _Flow(), job.cfg.queue_size
-    decoded: queue.Queue = queue.Queue(size)
+    frames: queue.Queue = queue.Queue(size)
     rendering: queue.Queue = queue.Queue(size)
     encoded: queue.Queue = queue.Queue(size)
-    threads = [flow.thread(_decode, cap, first, fps, decoded, flow, job.times),
+    threads = [flow.thread(_decode, cap, first, fps, frames, flow, job.times, decoded),
                flow.thread(_render, job.pipe, job.cfg, rendering, encoded, flow),
                flow.thread(_encode, job.out, job.alpha, encoded, flow, job.times)]
     for t in threads:
@@ -353,7 +384,7 @@ def _stream(cap: cv2.VideoCapture, first: np.ndarray, fps: float, job: _Job,
     interrupted, n, frames_in = False, 0, 0
     try:
         try:
-            while (item := flow.get(decoded)) is not _SENTINEL:
+            while (item := flow.get(frames)) is not _SENTINEL:
                 rgb, repeats, covered = item
                 if on_frame is not None:
                     on_frame(n, rgb)
@@ -381,7 +412,7 @@ def _stream(cap: cv2.VideoCapture, first: np.ndarray, fps: float, job: _Job,
     return frames_in, interrupted
 
 
-def _add_audio(src: Path, out: VideoOutput, wanted: bool, interrupted: bool) -> str:
+def _add_audio(src: Path, out: VideoOutput, fps: float, wanted: bool, interrupted: bool) -> str:
     """Mux the input's audio into the finished temp file (verified again after), or say why not."""
     if not wanted:
         return "not copied (--no-audio)"
@@ -389,7 +420,7 @@ def _add_audio(src: Path, out: VideoOutput, wanted: bool, interrupted: bool) -> 
         return "not copied (interrupted)"
     muxed = out.tmp.with_name(out.tmp.stem + ".av" + out.tmp.suffix)
     try:
-        audio = copy_audio(src, out.tmp, muxed, name=str(out.dst))
+        audio = copy_audio(src, out.tmp, muxed, name=str(out.dst), duration=out.frames / fps)
         if muxed.exists():
             from .output import verify_video
 

@@ -3,6 +3,7 @@ muxing the input's audio back in (ffmpeg)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,13 @@ VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
 # Motion-JPEG in AVI/MKV. H.264 needs an external encoder that pip wheels do not ship: .mp4/.mov
 # go through the ffmpeg command line when it is there (writer.py), mp4v is the fallback.
 CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+# FFmpeg inside OpenCV prints its own errors straight to stderr ("moov atom not found" for a
+# file that is no video, a line per broken macroblock of a damaged frame: dozens), around the
+# one line our commands print instead. OpenCV reads this once, when it first opens FFmpeg (no
+# capture or writer exists before this module is imported); a user debugging a file can still
+# set it (48 = everything).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+MAX_UNREADABLE_RUN = 25  # frames in a row that fail to decode before the input counts as ended
 
 
 class FrameSource(Protocol):
@@ -44,6 +52,18 @@ def quiet_capture(*args: object) -> cv2.VideoCapture:
         cv2.utils.logging.setLogLevel(level)
 
 
+def check_input_file(path: str | Path) -> Path:
+    """``path`` when it is a regular file; else ``FileNotFoundError`` (missing) or ``ValueError``
+    (a folder or a device: "no such file" would send the user looking in the wrong place)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    kind = "a folder" if path.is_dir() else "a device, pipe or socket"
+    raise ValueError(f"{path}: is {kind}, not a video file")
+
+
 def open_source(spec: str | int, open_timeout_ms: int = 5000) -> cv2.VideoCapture:
     """A camera index (``0`` or ``"0"``), a stream URL or a video file -> an opened capture.
 
@@ -66,13 +86,28 @@ def open_source(spec: str | int, open_timeout_ms: int = 5000) -> cv2.VideoCaptur
         if not cap.isOpened():
             raise ValueError(f"{text}: cannot open stream (unreachable, or not a video stream)")
         return cap
-    path = Path(text)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = check_input_file(text)
     cap = quiet_capture(str(path))
     if not cap.isOpened():
         raise ValueError(f"{path}: not a readable video")
     return cap
+
+
+def read_past_damage(cap: FrameSource, limit: int = MAX_UNREADABLE_RUN
+                     ) -> tuple[bool, np.ndarray | None, int]:
+    """The next frame that decodes: ``(ok, frame BGR, frames skipped before it)``; ok False at
+    the end of the input.
+
+    ``read()`` fails both at the end and at a frame that does not decode (a damaged stretch of
+    a file); the read after a damaged frame goes on with the next one, while at the end every
+    read fails at once. So up to ``limit`` failed reads in a row are retried: one broken frame
+    no longer ends the video there, silently.
+    """
+    for skipped in range(limit + 1):
+        ok, frame = cap.read()
+        if ok and frame is not None:
+            return True, frame, skipped
+    return False, None, 0
 
 
 def open_video(path: str | Path) -> tuple[cv2.VideoCapture, np.ndarray, float]:
@@ -99,7 +134,7 @@ class VideoBackground:
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
-        ok, frame = self.cap.read()
+        ok, frame, _ = read_past_damage(self.cap)
         if not ok:
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self.cap.read()
@@ -118,11 +153,16 @@ def has_audio(ffmpeg: str, src: Path) -> bool:
     return any(line.strip().startswith("Stream #") and " Audio:" in line for line in info.stderr.splitlines())
 
 
-def copy_audio(src: Path, video_only: Path, dst: Path, name: str | None = None) -> str:
+def copy_audio(src: Path, video_only: Path, dst: Path, name: str | None = None,
+               duration: float | None = None) -> str:
     """Mux ``src``'s audio (if any) into ``video_only`` -> ``dst`` with ffmpeg; returns what
     happened. Without ffmpeg the video is kept silent (a note, not an error); ffmpeg failing
     to write ``dst`` (disk full, ...) raises :class:`~portraitseg.video.writer.WriteError`
-    naming ``name`` (the final output)."""
+    naming ``name`` (the final output).
+
+    ``duration`` (the video's, in seconds) cuts audio that runs on past the last frame. Never
+    ``-shortest``: an audio track that ends before the video (common) would cut the video's
+    last frames off with it."""
     from .writer import WriteError
 
     ffmpeg = shutil.which("ffmpeg")
@@ -132,8 +172,9 @@ def copy_audio(src: Path, video_only: Path, dst: Path, name: str | None = None) 
         return NO_AUDIO  # "-map 1:a?" would succeed and we would claim "copied"
     error = ""
     for audio_codec in ("copy", "aac"):  # copy when the container accepts it, else re-encode
+        limit = ["-t", f"{duration:.6f}"] if duration else []
         cmd = [ffmpeg, "-v", "error", "-y", "-i", str(video_only), "-i", str(src), "-map", "0:v:0",
-               "-map", "1:a?", "-c:v", "copy", "-c:a", audio_codec, "-shortest", str(dst)]
+               "-map", "1:a?", "-c:v", "copy", "-c:a", audio_codec, *limit, str(dst)]
         done = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         if done.returncode == 0:
             return "copied" if audio_codec == "copy" else "re-encoded (aac)"

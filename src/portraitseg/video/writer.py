@@ -33,6 +33,8 @@ from ..options import Bounds, check_options, option
 from .io import codec_for
 
 H264_EXTS = (".mp4", ".m4v", ".mov")
+MAX_THREADS = 128  # x264's X264_THREAD_MAX; also the model's --threads limit (effects.ModelConfig)
+MIN_SIDE = 2  # pixels: the encoders cannot write a frame 1 pixel wide or high
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow")
 
@@ -52,7 +54,8 @@ class EncoderConfig:
                          choices=X264_PRESETS)
     crf: float = option(20.0, "x264 constant rate factor: lower = better quality, bigger file",
                         metavar="CRF", bounds=Bounds(high=51))
-    encoder_threads: int = option(1, "x264 threads (0 = x264's choice from the CPU count)", metavar="N")
+    # At most x264's own limit (X264_THREAD_MAX): 100000 ran for a minute on a 15-frame clip.
+    encoder_threads: int = option(1, "x264 threads", metavar="N", bounds=Bounds(low=1, high=MAX_THREADS))
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -161,7 +164,11 @@ class FFmpegWriter:
         self._err = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would block ffmpeg
         cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{w}x{h}",
                "-r", f"{fps:.6g}", "-i", "-", "-an", *self.encoder.x264_args(), str(path)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
+        # Its own session: a Ctrl-C in the terminal goes to the whole foreground process group,
+        # and ffmpeg would stop at once (the run then failed with "ffmpeg stopped"); the first
+        # Ctrl-C is ours to handle: stop reading, close the pipe, let ffmpeg finish the file.
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err,
+                                      start_new_session=True)
         _widen_pipe(self._proc.stdin, w * h * 3 // 2)
         self._shape = (h, w)
         self._yuv = np.empty((h * 3 // 2, w), np.uint8)  # reused: one writer thread
@@ -265,6 +272,9 @@ def open_writer(path: str | Path, fps: float, size: tuple[int, int], name: str |
     temp file)."""
     path = Path(path)
     codec_for(path)  # the extension check: one clear error for .xyz
+    if min(size) < MIN_SIDE:  # OpenCV's writer fails to open, which read as "cannot write here"
+        raise ValueError(f"{name or path}: {size[0]}x{size[1]} frames are too small to encode (video needs "
+                         f"at least {MIN_SIDE}x{MIN_SIDE})")
     reason = fallback_reason(path, size)
     if path.suffix.lower() in H264_EXTS and reason is None:
         return FFmpegWriter(h264_ffmpeg() or "ffmpeg", path, fps, size, name, encoder)

@@ -1,0 +1,218 @@
+"""``portraitseg video`` against hostile inputs and flags (issue: hostile-user probe): damaged and
+truncated files, FFmpeg's own stderr noise, an audio track shorter than the video, a real
+terminal Ctrl-C (SIGINT to the whole process group), absurd thread counts, 1-pixel frames, a
+long-strip background image, a folder or device as IN.
+
+Every input is a real crafted file (ffmpeg-made or byte-edited); the Ctrl-C is a real signal.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_video import FakeRuntime  # tests/video is on sys.path (rootdir import mode)
+
+from portraitseg import postprocess as pp
+from portraitseg.cli import main
+from portraitseg.testclips import write_video
+from portraitseg.video import VideoConfig, process_file
+from portraitseg.video.output import part_path
+from portraitseg.video.writer import h264_ffmpeg, open_writer
+
+FFMPEG = shutil.which("ffmpeg")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed")
+needs_h264 = pytest.mark.skipif(h264_ffmpeg() is None, reason="ffmpeg with libx264 not installed")
+
+
+def _quiet(**kw) -> VideoConfig:
+    return VideoConfig(progress=False, copy_audio=False, **kw)
+
+
+def _cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real command in a child process: FFmpeg's messages go to file descriptor 2, which
+    capsys does not see."""
+    return subprocess.run([sys.executable, "-m", "portraitseg", *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([FFMPEG, "-v", "error", "-y", *args], check=True)
+
+
+def _frame_count(path: Path) -> int:
+    cap, n = cv2.VideoCapture(str(path)), 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+@pytest.fixture
+def damaged_avi(tmp_path: Path) -> Path:
+    """20 MJPG frames (frame i is grey 8 i) whose frames 8, 9 and 10 do not decode (their
+    Huffman tables overwritten): OpenCV's read() fails on each of them."""
+    frames = [np.full((48, 64, 3), 8 * i, np.uint8) for i in range(20)]
+    data = bytearray(write_video(frames, tmp_path / "clean.avi", 10.0).read_bytes())
+
+    def markers(code: int) -> list[int]:
+        return [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == code]
+
+    starts, tables = markers(0xD8), markers(0xC4)
+    for k in (8, 9, 10):
+        table = next(t for t in tables if t > starts[k])
+        data[table + 4 : table + 30] = b"\xff" * 26
+    path = tmp_path / "damaged.avi"
+    path.write_bytes(bytes(data))
+    return path
+
+
+# --------------------------------------------------------------------------- damaged inputs
+
+
+def test_damaged_frames_are_skipped_in_time_and_reported(damaged_avi: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.avi"
+    res = process_file(damaged_avi, out, _quiet(effect="none"), runtime=FakeRuntime())
+    # Before: the run ended at frame 8 (read() failed) and said nothing: 8 frames, exit 0.
+    assert res.frames_in == 17 and res.frames_unreadable == 3 and res.frames_listed == 20
+    assert res.frames == 20 and _frame_count(out) == 20  # the damaged frames' time is kept
+    written = cv2.VideoCapture(str(out))
+    shown = [int(written.read()[1][0, 0, 0]) for _ in range(12)]
+    assert abs(shown[7] - 56) <= 3 and shown[8:11] == [shown[7]] * 3 and abs(shown[11] - 88) <= 3
+    assert not res.resampled
+    assert res.input_damage() == ("damaged or truncated video: 3 of its 20 frames could not be decoded; "
+                                  "the output holds the 17 that could")
+
+
+def test_the_command_keeps_the_output_of_a_damaged_input_and_exits_1(damaged_avi: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    out = tmp_path / "o.avi"
+    assert main(["video", str(damaged_avi), str(out), "--quiet", "--mask-only"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"portraitseg video: error: {damaged_avi}: damaged or truncated video: 3 of its 20 "
+                       "frames could not be decoded; the output holds the 17 that could")
+    assert _frame_count(out) == 20
+
+
+@needs_h264
+def test_a_truncated_mp4_is_reported(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.mp4"  # index first (faststart): the cut file still opens
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=15", "-t", "2", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(whole))
+    cut = tmp_path / "cut.mp4"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    res = process_file(cut, tmp_path / "o.mp4", _quiet(), runtime=FakeRuntime())
+    assert res.frames_listed == 30 and 0 < res.frames_in < 27
+    missing = 30 - res.frames_in
+    assert res.input_damage() == (f"damaged or truncated video: {missing} of its 30 frames could not be "
+                                  f"decoded; the output holds the {res.frames_in} that could")
+
+
+@needs_ffmpeg
+def test_ffmpegs_own_messages_stay_off_stderr(damaged_avi: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all\n")
+    done = _cli("video", str(text), str(tmp_path / "o.mp4"), "--quiet")
+    # Before: "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x...] moov atom not found" came first.
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"portraitseg video: error: {text}: not a readable video"]
+    done = _cli("video", str(damaged_avi), str(tmp_path / "o.avi"), "--quiet", "--mask-only")
+    noise = [line for line in done.stderr.splitlines() if "@ 0x" in line]  # "[mjpeg @ 0x...] ..."
+    assert done.returncode == 1 and not noise, done.stderr
+
+
+def test_a_folder_or_device_as_input_is_named_as_such(tmp_path: Path, capsys) -> None:
+    assert main(["video", str(tmp_path), str(tmp_path / "o.avi")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"portraitseg video: error: {tmp_path}: is a folder, not a video file"
+    assert main(["video", "/dev/null", str(tmp_path / "o.avi")]) == 2
+    assert capsys.readouterr().err.strip() == ("portraitseg video: error: /dev/null: is a device, pipe or "
+                                               "socket, not a video file")
+
+
+# --------------------------------------------------------------------------- audio
+
+
+@needs_h264
+def test_an_audio_track_shorter_than_the_video_keeps_every_frame(tmp_path: Path) -> None:
+    src = tmp_path / "short_audio.mp4"  # 1.5 s of video, 0.5 s of sound (the sound just stops)
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=16", "-f", "lavfi", "-i", "sine=duration=0.5",
+            "-t", "1.5", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(src))
+    out = tmp_path / "o.mp4"
+    # Before: -shortest cut the video at 0.5 s and the read-back failed: "... incomplete (frame 24
+    # of 24 cannot be read back; disk full?)", exit 1, no output.
+    res = process_file(src, out, VideoConfig(progress=False), runtime=FakeRuntime())
+    assert res.audio == "copied" and res.frames == 24 and _frame_count(out) == 24
+
+
+# --------------------------------------------------------------------------- a terminal's Ctrl-C
+
+
+@needs_h264
+def test_ctrl_c_in_a_terminal_keeps_the_frames_done_so_far(tmp_path: Path) -> None:
+    src = tmp_path / "long.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=640x360:rate=30", "-t", "20", "-c:v", "libx264",
+            "-preset", "ultrafast", str(src))
+    out = tmp_path / "o.mp4"
+    # A terminal sends SIGINT to the whole foreground process group, ffmpeg included: before,
+    # ffmpeg stopped at once and the run failed ("ffmpeg failed to encode H.264 (exit 255)", exit 1,
+    # no file).
+    proc = subprocess.Popen([sys.executable, "-m", "portraitseg", "video", str(src), str(out), "--quiet"],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    part = part_path(out, proc.pid)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and (
+            not part.exists() or part.stat().st_size < 20_000):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted: kept the frames written so far"
+    assert 0 < _frame_count(out) < 600 and not part.exists()
+
+
+# --------------------------------------------------------------------------- flags and sizes
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--encoder-threads"])
+def test_absurd_thread_counts_are_refused_in_one_line(flag: str, tmp_path: Path, capsys) -> None:
+    # Before: --threads 100000 ended in "RuntimeError: can't start new thread" (a traceback);
+    # --encoder-threads 100000 took a minute for 15 frames.
+    with pytest.raises(SystemExit) as stop:
+        main(["video", "in.avi", str(tmp_path / "o.avi"), flag, "100000"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"portraitseg video: error: argument {flag}: must be in [1, 128]; got 100000")
+
+
+@pytest.mark.parametrize("size", [(1, 50), (50, 1)])
+def test_one_pixel_frames_are_refused_as_too_small(size: tuple[int, int], tmp_path: Path) -> None:
+    # Before: "OpenCV cannot write MJPG video here", as if the folder were the problem.
+    with pytest.raises(ValueError, match=rf"{size[0]}x{size[1]} frames are too small to encode"):
+        open_writer(tmp_path / "o.avi", 10.0, size)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_strip_background_is_fitted_without_a_huge_copy() -> None:
+    strip = np.tile(np.arange(2000, dtype=np.uint8)[None, :, None], (1, 1, 3))
+    tracemalloc.start()
+    try:
+        fitted = pp.resize_cover(strip, (120, 160))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Before: the whole strip was scaled 120x first (120 x 240000 x 3 bytes = 86 MB); a 60 KB
+    # 1x20000 PNG behind a 720p video asked for 31 GB.
+    assert fitted.shape == (120, 160, 3) and peak < 5_000_000, peak
+    centre = int(strip[0, 1000, 0])
+    assert abs(int(fitted[60, 80, 0]) - centre) <= 2  # the centre of the strip, as before
