@@ -216,3 +216,19 @@ def test_a_long_strip_background_is_fitted_without_a_huge_copy() -> None:
     assert fitted.shape == (120, 160, 3) and peak < 5_000_000, peak
     centre = int(strip[0, 1000, 0])
     assert abs(int(fitted[60, 80, 0]) - centre) <= 2  # the centre of the strip, as before
+
+
+def test_a_truncated_mkv_on_a_full_disk_is_not_published(tmp_path: Path, mount_tmpfs, capfd) -> None:
+    from portraitseg.video.writer import WriteError
+
+    rng = np.random.default_rng(0)  # noise: about 50 KB a frame in MJPG, 1.5 MB in all
+    src = write_video([rng.integers(0, 256, (240, 320, 3), np.uint8) for _ in range(30)],
+                      tmp_path / "noise.avi", 10.0)
+    full = mount_tmpfs("full", "size=256k")
+    # Before: the read-back seek past the end of the cut MKV silently returned frame 0, so the
+    # run published a 256 KB file of 4 frames as "30 frames", exit 0, after a "[ WARN:...] write
+    # FFmpeg: Failed to write frame" line per frame.
+    with pytest.raises(WriteError, match="written video is incomplete"):
+        process_file(src, full / "o.mkv", _quiet(effect="none"), runtime=FakeRuntime())
+    assert list(full.iterdir()) == []
+    assert "Failed to write frame" not in capfd.readouterr().err

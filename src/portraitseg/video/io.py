@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -41,15 +43,24 @@ def codec_for(path: str | Path) -> str:
     return CODECS[ext]
 
 
-def quiet_capture(*args: object) -> cv2.VideoCapture:
-    """VideoCapture without OpenCV's multi-line warnings for a missing device or stream: the
-    caller turns a failure into one clear line."""
+@contextmanager
+def opencv_quiet() -> Iterator[None]:
+    """OpenCV's own log silenced inside the block (process-wide: OpenCV has one level). Its
+    warnings repeat what our one line says: a missing device, or "write FFmpeg: Failed to write
+    frame" once per frame on a full disk (the output is read back to catch that)."""
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        return cv2.VideoCapture(*args)
+        yield
     finally:
         cv2.utils.logging.setLogLevel(level)
+
+
+def quiet_capture(*args: object) -> cv2.VideoCapture:
+    """VideoCapture without OpenCV's multi-line warnings for a missing device or stream: the
+    caller turns a failure into one clear line."""
+    with opencv_quiet():
+        return cv2.VideoCapture(*args)
 
 
 def check_input_file(path: str | Path) -> Path:

@@ -87,6 +87,9 @@ def verify_video(path: Path, frames: int, name: str) -> tuple[int, int]:
             if frames > 1:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
             ok, last = cap.read() if cap.isOpened() else (False, None)
+            # A seek past the end of a truncated MKV (no index) fails silently and the read
+            # returns frame 0: the position tells which frame was read.
+            ok = ok and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == frames
         finally:
             cap.release()
     if not ok or last is None:

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from ..options import Bounds, check_options, option
-from .io import codec_for
+from .io import codec_for, opencv_quiet
 
 H264_EXTS = (".mp4", ".m4v", ".mov")
 MAX_THREADS = 128  # x264's X264_THREAD_MAX; also the model's --threads limit (effects.ModelConfig)
@@ -244,7 +244,8 @@ class OpenCVWriter:
 
     def write(self, frame: np.ndarray) -> None:
         code = cv2.COLOR_GRAY2BGR if frame.ndim == 2 else cv2.COLOR_RGB2BGR
-        self._writer.write(cv2.cvtColor(frame, code))  # no error reported: VideoOutput reads the file back
+        with opencv_quiet():  # no error reported, a warning line per frame: VideoOutput reads the file back
+            self._writer.write(cv2.cvtColor(frame, code))
 
     def release(self) -> None:
         self._writer.release()
