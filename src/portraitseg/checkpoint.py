@@ -124,6 +124,9 @@ def save_weights(model: MobileUNet, path: str | Path, half: bool = False, extra:
 # --------------------------------------------------------------------------- reading
 
 
+EXPORTED_SUFFIXES = {".onnx": "ONNX", ".tflite": "TFLite"}
+
+
 def _numpy_globals() -> list[Any]:
     """What numpy arrays and dtypes unpickle through (``last.pt`` holds NumPy's RNG state): array
     reconstruction from raw bytes and dtype construction, none of which can run other code."""
@@ -164,6 +167,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    if path.suffix.lower() in EXPORTED_SUFFIXES:
+        # Not a pickle at all: torch's legacy reader would call it one asking for code.
+        raise ValueError(f"{path}: an exported {EXPORTED_SUFFIXES[path.suffix.lower()]} model, not a .pt "
+                         "checkpoint: give 'default' or the .pt it was exported from (predict, eval, serve "
+                         "and video run exported files as they are)")
     data = _torch_load(path, device)
     if not isinstance(data, dict) or "model" not in data or "model_config" not in data:
         what = "a bare state_dict? " if isinstance(data, dict) and data and "model" not in data else ""
