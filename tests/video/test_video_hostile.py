@@ -232,3 +232,43 @@ def test_a_truncated_mkv_on_a_full_disk_is_not_published(tmp_path: Path, mount_t
         process_file(src, full / "o.mkv", _quiet(effect="none"), runtime=FakeRuntime())
     assert list(full.iterdir()) == []
     assert "Failed to write frame" not in capfd.readouterr().err
+
+
+def test_ctrl_c_never_replaces_an_earlier_output(tmp_path: Path) -> None:
+    src = write_video([np.full((48, 64, 3), 8 * i, np.uint8) for i in range(20)], tmp_path / "in.avi", 10.0)
+    out = tmp_path / "o.avi"
+    earlier = process_file(src, out, _quiet(), runtime=FakeRuntime())
+    before = out.read_bytes()
+
+    def ctrl_c_at_5(i: int, frame: np.ndarray) -> None:
+        if i == 5:
+            raise KeyboardInterrupt
+
+    # Before: the 5 frames done replaced the complete earlier file (--overwrite lets a run start).
+    res = process_file(src, out, _quiet(), runtime=FakeRuntime(), on_frame=ctrl_c_at_5)
+    assert res.interrupted and not res.published and earlier.frames == 20
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.avi", "o.avi"]
+    fresh = tmp_path / "fresh.avi"  # nothing there before: the cut file is kept, as documented
+    res = process_file(src, fresh, _quiet(), runtime=FakeRuntime(), on_frame=ctrl_c_at_5)
+    assert res.interrupted and res.published and 0 < _frame_count(fresh) < 20
+
+
+def test_ctrl_c_keeps_the_earlier_alpha_frames_with_the_earlier_output(tmp_path: Path) -> None:
+    src = write_video([np.full((48, 64, 3), 8 * i, np.uint8) for i in range(12)], tmp_path / "in.avi", 10.0)
+    alpha = tmp_path / "frames"
+    process_file(src, tmp_path / "o.avi", _quiet(alpha_dir=alpha), runtime=FakeRuntime())
+    earlier = {p.name: p.read_bytes() for p in alpha.iterdir()}
+
+    def ctrl_c_at_4(i: int, frame: np.ndarray) -> None:
+        if i == 4:
+            raise KeyboardInterrupt
+
+    other = write_video([np.full((48, 64, 3), 200, np.uint8)] * 12, tmp_path / "other.avi", 10.0)
+    res = process_file(other, tmp_path / "o.avi", _quiet(alpha_dir=alpha), runtime=FakeRuntime(),
+                       on_frame=ctrl_c_at_4)
+    # Before: frames 0..3 of the cut run replaced the earlier ones in place (then 4..11 were
+    # deleted by the command): a mix of two runs beside an OUT that was not replaced.
+    assert not res.published and len(earlier) == 12
+    assert {p.name: p.read_bytes() for p in alpha.iterdir()} == earlier  # no staging folder left either
+    res = process_file(src, tmp_path / "o.avi", _quiet(alpha_dir=alpha, effect="none"), runtime=FakeRuntime())
+    assert res.published and sorted(p.name for p in alpha.iterdir()) == sorted(earlier)

@@ -86,16 +86,17 @@ def test_full_disk_raises_and_leaves_no_output(ext: str, noise_avi: Path, mount_
     assert _leftovers(full) == []  # no OUT (the 0-byte / truncated file) and no temp file
 
 
-def test_full_disk_during_alpha_frames_fails_with_only_complete_pngs(noise_avi: Path, tmp_path: Path,
-                                                                     mount_tmpfs) -> None:
+def test_full_disk_during_alpha_frames_fails_and_leaves_no_frames(noise_avi: Path, tmp_path: Path,
+                                                                  mount_tmpfs) -> None:
     full = mount_tmpfs("full", "size=256k")
     alpha, out = full / "frames", tmp_path / "o.avi"
     cfg = _quiet(alpha_dir=alpha)
     exc = _run_bounded(lambda: process_file(noise_avi, out, cfg, runtime=FakeRuntime()), 60)
     assert isinstance(exc, WriteError) and "No space left on device" in str(exc), exc
-    pngs = sorted(alpha.iterdir())
-    assert 0 < len(pngs) < 24 and all(p.name.startswith("frame_") for p in pngs)  # no .tmp halves
-    assert all(cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape == (96, 160, 4) for p in pngs)
+    assert str(exc).startswith(str(alpha / "frame_"))  # the final name, not the staging folder's
+    # All or none, like OUT: the frames written before the disk filled are not left behind as a
+    # result (they used to be), nor is the staging folder.
+    assert list(alpha.iterdir()) == []
     assert not out.exists() and _leftovers(tmp_path) == ["full"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +19,6 @@ from ._common import (
     write_errors_exit_1,
 )
 
-ALPHA_FRAME = re.compile(r"frame_\d{6}\.png")
-
 DESCRIPTION = """\
 Segment every frame of IN and write OUT with the same size and frame rate. The codec follows
 OUT's extension: .mp4/.m4v/.mov -> H.264 through ffmpeg when installed (else mp4v, MPEG-4 Part
@@ -34,7 +31,9 @@ Outputs (OUT, --json, --alpha frames) never replace an input, nor an existing fi
 --overwrite; the output folder must be writable before anything is decoded. OUT is written to a
 temp file, read back and renamed at the end: a failure (disk full, an encoder that stopped)
 leaves no OUT, prints one line and exits 1. Ctrl-C keeps the frames done so far (a playable
-file); a second Ctrl-C stops at once and keeps nothing.
+file), unless OUT was there already (--overwrite): that earlier file is kept instead; a second
+Ctrl-C stops at once and keeps nothing. A damaged or truncated IN: the frames that decode are
+written, one error line says how many did not, exit 1.
 
 --bench measures end-to-end frames/s on a generated 1280x720 clip (decode + model + smoothing
 + background replacement + encode), prints each stage's CPU ms per frame as a table on stderr
@@ -127,6 +126,8 @@ def _check_alpha_dir(folder: Path | None, inputs: dict[str, Path | None], output
                      overwrite: bool) -> None:
     """--alpha DIR: refuse another output's name, a file, earlier frames (unless --overwrite)
     and an input among the frame names (never replaced)."""
+    from ..video.output import ALPHA_FRAME
+
     if folder is None:
         return
     for label, out in outputs.items():
@@ -143,13 +144,6 @@ def _check_alpha_dir(folder: Path | None, inputs: dict[str, Path | None], output
     if frames and not overwrite:
         raise ValueError(f"--alpha {folder} already holds {len(frames)} frame_*.png (use --overwrite to "
                          "replace them)")
-
-
-def _remove_old_frames(folder: Path, frames: int) -> None:
-    """After --overwrite: frames of an earlier, longer run would otherwise follow the new ones."""
-    for p in folder.iterdir():
-        if ALPHA_FRAME.fullmatch(p.name) and int(p.name[6:12]) >= frames:
-            p.unlink(missing_ok=True)
 
 
 @write_errors_exit_1("video")
@@ -181,10 +175,12 @@ def run(args: argparse.Namespace) -> int:
     cfg.effect = parse_effect(args.background, args.mask_only)
     with sigterm_as_exit():  # a `kill` deletes the unfinished temp file like a failure does
         result = process_file(src, dst, cfg)
-    if args.alpha is not None and args.overwrite:
-        _remove_old_frames(args.alpha, result.frames)
     if args.json:
         emit_json(result.to_dict(), args.json)
+    if not result.published:
+        print(f"interrupted: {dst} kept as it was (an earlier file); the {result.frames} frames done were "
+              "not kept", file=sys.stderr)
+        return 130
     print(_summary(dst, result), file=sys.stderr)
     if result.interrupted:
         print("interrupted: kept the frames written so far", file=sys.stderr)

@@ -34,8 +34,8 @@ from ..runtimes import Runtime
 from ..temporal import SmoothingConfig
 from .effects import Effect, ModelConfig, open_pipeline, prepare_effect, render_effect
 from .io import copy_audio, open_video, read_past_damage
-from .output import VideoOutput
-from .writer import EncoderConfig, WriteError
+from .output import AlphaFrames, VideoOutput
+from .writer import EncoderConfig
 
 _SENTINEL = None
 POLL_S = 0.1  # how often a waiting stage checks the stop signals
@@ -77,6 +77,7 @@ class VideoResult:
     # Input frames that did not decode (a damaged file): skipped, the frame before fills their time.
     frames_unreadable: int = 0
     frames_listed: int = 0  # the input's frame count as its container states it (0: not stated)
+    published: bool = True  # False: interrupted, and the earlier file at the output was kept instead
 
     @property
     def throughput_fps(self) -> float:
@@ -114,6 +115,7 @@ class VideoResult:
             "wall_s": round(self.wall_s, 3),
             "end_to_end_fps": round(self.throughput_fps, 2),
             "interrupted": self.interrupted,
+            "published": self.published,
             "audio": self.audio,
             "stage_ms": self.stage_ms,
             "stage_cpu_ms": self.stage_cpu_ms,
@@ -233,25 +235,7 @@ def _decode(cap: cv2.VideoCapture, first: np.ndarray, fps: float, out: queue.Que
         flow.put(out, _SENTINEL, reader=True)
 
 
-class _AlphaFrames:
-    """RGBA PNGs ``frame_%06d.png``, each written atomically (a full disk leaves no half PNG
-    and fails the run instead of printing libpng errors)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def write(self, index: int, png: bytes) -> None:
-        from ..data.io import write_atomic
-
-        path = self.folder / f"frame_{index:06d}.png"
-        try:
-            write_atomic(path, png)
-        except OSError as exc:  # a failed write() names no file: say which
-            raise WriteError(f"{path}: {exc.strerror or exc}") from None
-
-
-def _encode(out: VideoOutput, alpha: _AlphaFrames | None, inp: queue.Queue, flow: _Flow,
+def _encode(out: VideoOutput, alpha: AlphaFrames | None, inp: queue.Queue, flow: _Flow,
             times: StageTimes) -> None:
     while (item := flow.get(inp)) is not _SENTINEL:
         frame, rgba, repeats = item
@@ -306,8 +290,9 @@ def process_file(
 
     ``runtime`` replaces the model of ``cfg.model`` (tests, an already-open model).
     ``on_frame(index, rgb)`` is called before each frame is processed (progress hooks, tests).
-    A ``KeyboardInterrupt`` stops reading, finalises the frames done so far and returns a result
-    with ``interrupted=True``; a second one (or any error, e.g. :class:`~.writer.WriteError` for
+    A ``KeyboardInterrupt`` stops reading, finalises the frames done so far (kept unless a file
+    was at ``dst`` already: that one is kept, ``published=False``) and returns a result with
+    ``interrupted=True``; a second one (or any error, e.g. :class:`~.writer.WriteError` for
     a full disk) stops every stage, deletes the unfinished output and raises.
     """
     cfg = cfg or VideoConfig()
@@ -327,19 +312,20 @@ class _Job:
     cfg: VideoConfig
     pipe: Pipeline
     out: VideoOutput
-    alpha: _AlphaFrames | None
+    alpha: AlphaFrames | None
     times: StageTimes
 
 
 def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
          on_frame: Callable[[int, np.ndarray], None] | None) -> VideoResult:
     cap, first, fps = open_video(src)
+    alpha = None
     try:
         h, w = first.shape[:2]
         cfg = replace(cfg, effect=prepare_effect(cfg.effect, (h, w)))
         times = StageTimes()
         pipe = _open_pipeline(cfg, runtime, times)
-        alpha = _AlphaFrames(cfg.alpha_dir) if cfg.alpha_dir is not None else None
+        alpha = AlphaFrames(cfg.alpha_dir) if cfg.alpha_dir is not None else None
         out.open(fps, (w, h), cfg.encoder)
         t_start, cpu_start = time.perf_counter(), _process_cpu_s()
         decoded = _Decoded()
@@ -347,17 +333,31 @@ def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
                                          on_frame)
         listed = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
         wall, process_cpu = time.perf_counter() - t_start, _process_cpu_s() - cpu_start
+        size = out.finish()
+        audio = _add_audio(src, out, fps, cfg.copy_audio, interrupted)
+        # A cut run never replaces an earlier file (there only with --overwrite): a complete
+        # result is worth more than the first part of a new one. Without one, the cut file is kept.
+        published = not (interrupted and out.dst.exists())
+        if published:
+            out.publish()
+            if alpha is not None:
+                alpha.publish(out.frames)
+        else:
+            out.discard()
+    except BaseException:
+        if alpha is not None:
+            alpha.discard()
+        raise
     finally:
         cap.release()
-    size = out.finish()
-    audio = _add_audio(src, out, fps, cfg.copy_audio, interrupted)
-    out.publish()
+    if alpha is not None and not published:
+        alpha.discard()
     cpu = times.cpu_ms()
     if out.encoder_cpu_s:
         cpu["x264"] = round(1000 * out.encoder_cpu_s / max(out.frames, 1), 2)
     return VideoResult(out.frames, fps, size, out.codec, wall, interrupted, audio, times.ms(),
                        frames_in, (w, h), cpu, round(1000 * process_cpu / max(out.frames, 1), 2),
-                       frames_unreadable=decoded.unreadable, frames_listed=listed)
+                       frames_unreadable=decoded.unreadable, frames_listed=listed, published=published)
 
 
 def _process_cpu_s() -> float:

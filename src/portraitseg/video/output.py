@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,13 +28,15 @@ from .writer import EncoderConfig, FrameWriter, WriteError, open_writer
 
 # .NAME.part<PID>.EXT and the audio-muxing step's .NAME.part<PID>.av.EXT
 _PART = re.compile(r"^\..+\.part(?P<pid>\d+)(\.av)?(?P<ext>\.[^.]+)$")
+ALPHA_FRAME = re.compile(r"frame_\d{6}\.png")  # --alpha frames
+_ALPHA_STAGE = re.compile(r"^\.part(?P<pid>\d+)$")  # AlphaFrames' folder of a run's frames
 
 
 def part_path(dst: Path, pid: int | None = None) -> Path:
     return dst.with_name(f".{dst.stem}.part{os.getpid() if pid is None else pid}{dst.suffix}")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,7 +56,7 @@ def remove_stale_parts(folder: Path) -> list[Path]:
     for p in entries:
         found = _PART.match(p.name)
         if (found and found["ext"].lower() in CODECS and int(found["pid"]) != os.getpid()
-                and not _alive(int(found["pid"])) and p.is_file()):
+                and not alive(int(found["pid"])) and p.is_file()):
             p.unlink(missing_ok=True)
             stale.append(p)
     if stale:
@@ -153,3 +156,42 @@ class VideoOutput:
             except Exception:  # noqa: BLE001 - the run's own error is the one to report
                 pass
         self.tmp.unlink(missing_ok=True)
+
+
+class AlphaFrames:
+    """RGBA PNGs ``frame_%06d.png`` in ``folder``, all or none: each is written atomically into
+    a hidden ``.part<PID>`` folder inside it and moved in by ``publish`` once the run succeeded,
+    so a failed or cut run (``discard``) leaves an earlier run's frames as they were, never a mix
+    of two runs. A full disk leaves no half PNG and fails the run (one line, not libpng's)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for p in folder.iterdir():  # the frames of a killed run (kill -9: no clean-up possible)
+            found = _ALPHA_STAGE.match(p.name)
+            if found and int(found["pid"]) != os.getpid() and not alive(int(found["pid"])) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+        self.stage = folder / f".part{os.getpid()}"
+        self.stage.mkdir(exist_ok=True)
+
+    def write(self, index: int, png: bytes) -> None:
+        from ..data.io import write_atomic
+
+        path = self.stage / f"frame_{index:06d}.png"
+        try:
+            write_atomic(path, png)
+        except OSError as exc:  # a failed write() names no file: say which (the final name)
+            raise WriteError(f"{self.folder / path.name}: {exc.strerror or exc}") from None
+
+    def publish(self, frames: int) -> None:
+        """Move the frames in (same file system: renames); an earlier, longer run's frames
+        beyond ``frames`` (there only with --overwrite) would follow them: removed."""
+        for p in sorted(self.stage.iterdir()):
+            os.replace(p, self.folder / p.name)
+        for p in self.folder.iterdir():
+            if ALPHA_FRAME.fullmatch(p.name) and int(p.name[6:12]) >= frames:
+                p.unlink(missing_ok=True)
+        self.stage.rmdir()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)
