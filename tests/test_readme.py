@@ -49,3 +49,24 @@ def test_readme_command_table_lists_every_command() -> None:
     table = README.read_text().split("## Commands", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `portraitseg (\w+)", table, flags=re.M))
     assert listed == set(COMMANDS)
+
+
+def cache_commands(text: str) -> dict[str, list[str]]:
+    """``portraitseg cache OUT ...`` commands by OUT, as argument lists (continuations joined)."""
+    text = re.sub(r"\\\n[#\s]*", " ", text)
+    found = {}
+    for line in re.findall(r"portraitseg cache \.carry/[^\n`]*", text):  # not the table's OUT.npz
+        words = shlex.split(line.split("#", 1)[0])
+        found[words[2]] = words[3:]
+    return found
+
+
+def test_readme_builds_the_caches_configs_default_yaml_names() -> None:
+    """The README's training caches are the ones configs/default.yaml (the bundled model's run
+    file) says it was trained from: the README had kept an earlier stage's data mix."""
+    readme = README.read_text().replace("$D/", "../shared/data/")
+    config = (REPO / "configs" / "default.yaml").read_text()
+    ours, theirs = cache_commands(readme), cache_commands(config)
+    assert set(ours) == set(theirs) == {".carry/train224.npz", ".carry/val224.npz", ".carry/bg224.npz"}
+    for out in ours:
+        assert ours[out] == theirs[out], out
