@@ -102,6 +102,17 @@ def test_the_command_keeps_the_output_of_a_damaged_input_and_exits_1(damaged_avi
     assert _frame_count(out) == 20
 
 
+def test_webcam_reads_a_damaged_file_to_its_end_and_exits_1(damaged_avi: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    out = tmp_path / "w.avi"
+    # Before: the first damaged frame ended the run: 8 frames written, exit 0, nothing said.
+    assert main(["webcam", str(damaged_avi), "--output", str(out), "--fast", "--mask-only"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"portraitseg webcam: error: {damaged_avi}: damaged or truncated video: 3 frames could not be "
+        "decoded; the output holds the 17 that could")
+    assert _frame_count(out) == 17
+
+
 @needs_h264
 def test_a_truncated_mp4_is_reported(tmp_path: Path) -> None:
     whole = tmp_path / "whole.mp4"  # index first (faststart): the cut file still opens

@@ -152,9 +152,12 @@ def _live(args: argparse.Namespace, mcfg, window: bool, is_file: bool, output) -
 
     from ..video import LiveConfig, LivePipeline, draw_overlay, open_pipeline, open_source, parse_effect
     from ..video.effects import prepare_effect
+    from ..video.io import SkipDamaged, damage_line
 
     effect = parse_effect(args.background, args.mask_only or args.show_mask)
-    cap = open_source(args.source)
+    # A file reads past a frame that does not decode (it used to end the run there, silently);
+    # a camera or stream is read as it is: a failed read there is the end.
+    cap = SkipDamaged(open_source(args.source)) if is_file else open_source(args.source)
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     fps = fps if 1 <= fps <= 240 else 30.0
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -214,4 +217,8 @@ def _live(args: argparse.Namespace, mcfg, window: bool, is_file: bool, output) -
     if args.json:
         emit_json(report, args.json)
     print(pipe.status_line(), file=sys.stderr)
+    damage = damage_line(stats.captured, cap.unreadable) if isinstance(cap, SkipDamaged) else None
+    if damage:  # the output is kept, but a script must not take it for a clean run
+        print(f"portraitseg webcam: error: {args.source}: {damage}", file=sys.stderr)
+        return 1
     return 0

@@ -33,7 +33,7 @@ from ..pipeline import Pipeline, StageTimes
 from ..runtimes import Runtime
 from ..temporal import SmoothingConfig
 from .effects import Effect, ModelConfig, open_pipeline, prepare_effect, render_effect
-from .io import copy_audio, open_video, read_past_damage
+from .io import SkipDamaged, copy_audio, damage_line, open_video
 from .output import AlphaFrames, VideoOutput
 from .writer import EncoderConfig
 
@@ -89,18 +89,9 @@ class VideoResult:
         return self.frames != self.frames_in and not (self.interrupted or self.frames_unreadable)
 
     def input_damage(self) -> str | None:
-        """What was wrong with the input, in a few words (None: every frame it lists decoded).
-        Frames missing at the end (a truncated file) are counted against the container's
-        frame count, an estimate in some formats: one frame short is let pass."""
-        if self.interrupted:
-            return None
-        missing = max(0, self.frames_listed - self.frames_in - self.frames_unreadable)
-        bad = self.frames_unreadable + (missing if missing > max(1, self.frames_listed // 100) else 0)
-        if not bad:
-            return None
-        of = f" of its {self.frames_listed}" if self.frames_listed >= self.frames_in + bad else ""
-        return (f"damaged or truncated video: {bad}{of} frames could not be decoded; the output holds the "
-                f"{self.frames_in} that could")
+        """What was wrong with the input (:func:`~.io.damage_line`; None: nothing, or cut short)."""
+        return None if self.interrupted else damage_line(self.frames_in, self.frames_unreadable,
+                                                         self.frames_listed)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -201,17 +192,12 @@ class _Timeline:
         return int(np.floor((t - self.t0) * self.fps + 0.5))
 
 
-@dataclass
-class _Decoded:
-    unreadable: int = 0  # frames skipped because they did not decode (read_past_damage)
-
-
-def _decode(cap: cv2.VideoCapture, first: np.ndarray, fps: float, out: queue.Queue, flow: _Flow,
-            times: StageTimes, decoded: _Decoded) -> None:
+def _decode(cap: SkipDamaged, first: np.ndarray, fps: float, out: queue.Queue, flow: _Flow,
+            times: StageTimes) -> None:
     """Items ``(rgb, repeats, input frames covered)``; frames that fill no output slot are
     skipped here (not segmented), their count carried by the next item for the progress bar.
     A frame that does not decode is skipped too: the next one's timestamp makes the frame
-    before it fill its time (``decoded.unreadable`` counts them)."""
+    before it fill its time (``cap.unreadable`` counts them)."""
     timeline = _Timeline(fps)
     frame: np.ndarray | None = first
     slot = timeline.start_slot(cap.get(cv2.CAP_PROP_POS_MSEC))
@@ -219,8 +205,7 @@ def _decode(cap: cv2.VideoCapture, first: np.ndarray, fps: float, out: queue.Que
     try:
         while frame is not None and not flow.reading_done.is_set() and not flow.aborted.is_set():
             with times.measure("decode"):
-                ok, following, skipped = read_past_damage(cap)
-                decoded.unreadable += skipped
+                ok, following = cap.read()
                 next_slot = timeline.start_slot(cap.get(cv2.CAP_PROP_POS_MSEC)) if ok else slot + 1
                 repeats = max(0, next_slot - slot)
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if repeats else None
@@ -328,9 +313,8 @@ def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
         alpha = AlphaFrames(cfg.alpha_dir) if cfg.alpha_dir is not None else None
         out.open(fps, (w, h), cfg.encoder)
         t_start, cpu_start = time.perf_counter(), _process_cpu_s()
-        decoded = _Decoded()
-        frames_in, interrupted = _stream(cap, first, fps, _Job(cfg, pipe, out, alpha, times), decoded,
-                                         on_frame)
+        source = SkipDamaged(cap)
+        frames_in, interrupted = _stream(source, first, fps, _Job(cfg, pipe, out, alpha, times), on_frame)
         listed = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
         wall, process_cpu = time.perf_counter() - t_start, _process_cpu_s() - cpu_start
         size = out.finish()
@@ -357,14 +341,14 @@ def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
         cpu["x264"] = round(1000 * out.encoder_cpu_s / max(out.frames, 1), 2)
     return VideoResult(out.frames, fps, size, out.codec, wall, interrupted, audio, times.ms(),
                        frames_in, (w, h), cpu, round(1000 * process_cpu / max(out.frames, 1), 2),
-                       frames_unreadable=decoded.unreadable, frames_listed=listed, published=published)
+                       frames_unreadable=source.unreadable, frames_listed=listed, published=published)
 
 
 def _process_cpu_s() -> float:
     return time.process_time()  # all of this process's threads, user + system
 
 
-def _stream(cap: cv2.VideoCapture, first: np.ndarray, fps: float, job: _Job, decoded: _Decoded,
+def _stream(cap: SkipDamaged, first: np.ndarray, fps: float, job: _Job,
             on_frame: Callable[[int, np.ndarray], None] | None) -> tuple[int, bool]:
     """Run the four stages to the end of the input (or a Ctrl-C); returns (input frames read,
     interrupted). Raises the first stage error."""
@@ -374,7 +358,7 @@ def _stream(cap: cv2.VideoCapture, first: np.ndarray, fps: float, job: _Job, dec
     frames: queue.Queue = queue.Queue(size)
     rendering: queue.Queue = queue.Queue(size)
     encoded: queue.Queue = queue.Queue(size)
-    threads = [flow.thread(_decode, cap, first, fps, frames, flow, job.times, decoded),
+    threads = [flow.thread(_decode, cap, first, fps, frames, flow, job.times),
                flow.thread(_render, job.pipe, job.cfg, rendering, encoded, flow),
                flow.thread(_encode, job.out, job.alpha, encoded, flow, job.times)]
     for t in threads:

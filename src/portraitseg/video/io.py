@@ -121,6 +121,41 @@ def read_past_damage(cap: FrameSource, limit: int = MAX_UNREADABLE_RUN
     return False, None, 0
 
 
+class SkipDamaged:
+    """A video file as a :class:`FrameSource` that reads past frames that do not decode
+    (:func:`read_past_damage`), counting them in ``unreadable``; ``get`` is the capture's."""
+
+    def __init__(self, cap: cv2.VideoCapture) -> None:
+        self.cap = cap
+        self.unreadable = 0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        ok, frame, skipped = read_past_damage(self.cap)
+        self.unreadable += skipped
+        return ok, frame
+
+    def get(self, prop: int) -> float:
+        return self.cap.get(prop)
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+def damage_line(decoded: int, unreadable: int, listed: int = 0) -> str | None:
+    """What was wrong with an input, in a few words (None: every frame it lists decoded).
+    ``listed``: the container's frame count (0: unknown, or not read to the end); frames missing
+    against it (a truncated file) count too, but it is an estimate in some formats: one frame
+    short is let pass."""
+    missing = max(0, listed - decoded - unreadable)
+    bad = unreadable + (missing if missing > max(1, listed // 100) else 0)
+    if not bad:
+        return None
+    of = f" of its {listed}" if listed >= decoded + bad else ""
+    frames = "frame" if bad == 1 and not of else "frames"
+    return (f"damaged or truncated video: {bad}{of} {frames} could not be decoded; the output holds the "
+            f"{decoded} that could")
+
+
 def open_video(path: str | Path) -> tuple[cv2.VideoCapture, np.ndarray, float]:
     """A video file -> (capture, first frame BGR, fps); the first frame proves it decodes."""
     cap = open_source(str(path))
