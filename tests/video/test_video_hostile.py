@@ -283,3 +283,15 @@ def test_ctrl_c_keeps_the_earlier_alpha_frames_with_the_earlier_output(tmp_path:
     assert {p.name: p.read_bytes() for p in alpha.iterdir()} == earlier  # no staging folder left either
     res = process_file(src, tmp_path / "o.avi", _quiet(alpha_dir=alpha, effect="none"), runtime=FakeRuntime())
     assert res.published and sorted(p.name for p in alpha.iterdir()) == sorted(earlier)
+
+
+def test_a_later_run_removes_the_alpha_staging_folder_of_a_killed_run(tmp_path: Path) -> None:
+    src = write_video([np.full((48, 64, 3), 100, np.uint8)] * 4, tmp_path / "in.avi", 10.0)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs, like a run killed with kill -9
+    alpha = tmp_path / "frames"
+    stale = alpha / f".part{gone.pid}"
+    stale.mkdir(parents=True)
+    (stale / "frame_000000.png").write_bytes(b"half")
+    process_file(src, tmp_path / "o.avi", _quiet(alpha_dir=alpha), runtime=FakeRuntime())
+    assert sorted(p.name for p in alpha.iterdir()) == [f"frame_{i:06d}.png" for i in range(4)]
