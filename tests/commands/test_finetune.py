@@ -79,6 +79,18 @@ def test_option_errors_come_before_any_work(pairs: Path, tmp_path: Path,
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_wrong_init_weights_fail_before_any_work(pairs: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """--init-weights given an exported model: one line naming it, before the caches are built
+    (it failed only after building them, and called the .onnx a pickle that would run code)."""
+    onnx = Path(__file__).resolve().parents[2] / "src" / "portraitseg" / "weights" / "default.onnx"
+    out = tmp_path / "out"
+    assert finetune(pairs, "-o", out, "--init-weights", onnx, *FAST) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(onnx) in err and "exported ONNX model" in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_read_only_out_is_one_line_before_any_work(pairs: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     """A real read-only mount as OUT's parent: one line naming it, exit 2 as every command's

@@ -93,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = recipe_from_args(args)  # bad options fail before any work
     with requires_extra("train"):
+        from ..checkpoint import load_checkpoint, resolve_weights
         from ..finetune.job import FinetuneJob, finetune
+    if not args.resume:  # a wrong file fails now, not after the caches are built
+        load_checkpoint(resolve_weights(recipe.init_weights))
     job = FinetuneJob(data=list(args.data), out=args.out, recipe=recipe, val=list(args.val),
                       replay=args.replay,
                       no_replay=args.no_replay, resume=args.resume, overwrite=args.overwrite,

@@ -99,11 +99,17 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     if epochs is not None and cfg.time_budget_s and not _budget_on_command_line(args):
         # The flag is what the user asked for just now; a budget in a recipe file would re-fit
         # the run to another count after epoch 2 (--epochs 3 ran 13+ epochs).
-        print(f"note: --epochs {epochs} given: training {epochs} epoch(s); the config file's "
-              f"time_budget_s={cfg.time_budget_s:g} is not applied (add --time-budget-s to re-fit to "
-              "a budget)", file=sys.stderr)
+        if _main_rank():
+            print(f"note: --epochs {epochs} given: training {epochs} epoch(s); the config file's "
+                  f"time_budget_s={cfg.time_budget_s:g} is not applied (add --time-budget-s to re-fit "
+                  "to a budget)", file=sys.stderr)
         cfg.time_budget_s = None
     return cfg
+
+
+def _main_rank() -> bool:
+    """Rank 0, or not under torchrun: every rank runs this command, one of them speaks."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _budget_on_command_line(args: argparse.Namespace) -> bool:
@@ -142,15 +148,18 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None and args.overwrite:
         raise ValueError("--resume continues a run and --overwrite starts one over: give one of them")
     with requires_extra("train"):
-        from ..checkpoint import load_training_state
+        from ..checkpoint import load_checkpoint, load_training_state, resolve_weights
         from ..train.trainer import train
     if args.resume is not None:
         load_training_state(args.resume)  # a junk or truncated file fails now, not after loading data
+    elif cfg.init_weights:
+        load_checkpoint(resolve_weights(cfg.init_weights))  # the same for the weights to start from
     prepare_run_dir(Path(cfg.out_dir) / cfg.run, args.resume, args.overwrite)
     with sigterm_as_exit():  # atomic saves remove their temporary file on the way out
         best = train(cfg, resume=args.resume, epochs=explicit_epochs(args) if args.resume else None)
-    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes
-    if main_rank and not best.is_file():
+    if not _main_rank():  # under torchrun only rank 0 writes, and says where
+        return 0
+    if not best.is_file():
         if math.isinf(load_training_state(best.with_name("last.pt"))["best_val"]):
             raise ValueError(f"{best.parent}: no epoch had a finite score, so no best.pt was written "
                              "(see metrics.csv)")
