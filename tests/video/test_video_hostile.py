@@ -295,3 +295,21 @@ def test_a_later_run_removes_the_alpha_staging_folder_of_a_killed_run(tmp_path: 
     (stale / "frame_000000.png").write_bytes(b"half")
     process_file(src, tmp_path / "o.avi", _quiet(alpha_dir=alpha), runtime=FakeRuntime())
     assert sorted(p.name for p in alpha.iterdir()) == [f"frame_{i:06d}.png" for i in range(4)]
+
+
+def test_a_read_only_alpha_folder_is_refused_before_decoding(tmp_path: Path, mount_tmpfs) -> None:
+    from portraitseg.video.writer import WriteError
+
+    ro = mount_tmpfs("ro", "size=1m,ro")
+    # IN does not exist: the check must come before decoding to be reached at all. Before: the
+    # folder was made only after decoding the first frame and opening the model (and with the
+    # staging folder the error named the hidden ".part<PID>").
+    message = rf"^--alpha {ro}/frames: cannot write there: Read-only file system$"
+    with pytest.raises(WriteError, match=message):
+        process_file(tmp_path / "missing.avi", tmp_path / "o.avi", _quiet(alpha_dir=ro / "frames"),
+                     runtime=FakeRuntime())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"]
+    with pytest.raises(FileNotFoundError):  # a new --alpha folder is not left behind by a bad IN
+        process_file(tmp_path / "missing.avi", tmp_path / "o.avi", _quiet(alpha_dir=tmp_path / "f"),
+                     runtime=FakeRuntime())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"]

@@ -283,10 +283,14 @@ def process_file(
     cfg = cfg or VideoConfig()
     src, dst = Path(src), Path(dst)
     out = VideoOutput(dst)  # extension, folder and writability checked before decoding anything
+    alpha = None
     try:
-        return _run(src, out, cfg, runtime, on_frame)
+        alpha = AlphaFrames(cfg.alpha_dir) if cfg.alpha_dir is not None else None  # writable, too
+        return _run(src, out, alpha, cfg, runtime, on_frame)
     except BaseException:
         out.discard()
+        if alpha is not None:
+            alpha.discard()
         raise
 
 
@@ -301,16 +305,14 @@ class _Job:
     times: StageTimes
 
 
-def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
+def _run(src: Path, out: VideoOutput, alpha: AlphaFrames | None, cfg: VideoConfig, runtime: Runtime | None,
          on_frame: Callable[[int, np.ndarray], None] | None) -> VideoResult:
     cap, first, fps = open_video(src)
-    alpha = None
     try:
         h, w = first.shape[:2]
         cfg = replace(cfg, effect=prepare_effect(cfg.effect, (h, w)))
         times = StageTimes()
         pipe = _open_pipeline(cfg, runtime, times)
-        alpha = AlphaFrames(cfg.alpha_dir) if cfg.alpha_dir is not None else None
         out.open(fps, (w, h), cfg.encoder)
         t_start, cpu_start = time.perf_counter(), _process_cpu_s()
         source = SkipDamaged(cap)
@@ -328,14 +330,10 @@ def _run(src: Path, out: VideoOutput, cfg: VideoConfig, runtime: Runtime | None,
                 alpha.publish(out.frames)
         else:
             out.discard()
-    except BaseException:
-        if alpha is not None:
-            alpha.discard()
-        raise
+            if alpha is not None:
+                alpha.discard()
     finally:
         cap.release()
-    if alpha is not None and not published:
-        alpha.discard()
     cpu = times.cpu_ms()
     if out.encoder_cpu_s:
         cpu["x264"] = round(1000 * out.encoder_cpu_s / max(out.frames, 1), 2)

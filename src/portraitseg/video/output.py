@@ -165,14 +165,20 @@ class AlphaFrames:
     of two runs. A full disk leaves no half PNG and fails the run (one line, not libpng's)."""
 
     def __init__(self, folder: Path) -> None:
+        """Reserve: the folder is made (and removed again by ``discard`` if it was new and
+        stays empty) and proved writable before any frame is decoded, like OUT."""
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        self.created = not folder.exists()
+        self.stage = folder / f".part{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.stage.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise WriteError(f"--alpha {folder}: cannot write there: {exc.strerror or exc}") from None
         for p in folder.iterdir():  # the frames of a killed run (kill -9: no clean-up possible)
             found = _ALPHA_STAGE.match(p.name)
             if found and int(found["pid"]) != os.getpid() and not alive(int(found["pid"])) and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
-        self.stage = folder / f".part{os.getpid()}"
-        self.stage.mkdir(exist_ok=True)
 
     def write(self, index: int, png: bytes) -> None:
         from ..data.io import write_atomic
@@ -195,3 +201,8 @@ class AlphaFrames:
 
     def discard(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
+        if self.created:
+            try:
+                self.folder.rmdir()  # only when empty: nothing of ours was ever moved in
+            except OSError:
+                pass
