@@ -313,3 +313,17 @@ def test_a_read_only_alpha_folder_is_refused_before_decoding(tmp_path: Path, mou
         process_file(tmp_path / "missing.avi", tmp_path / "o.avi", _quiet(alpha_dir=tmp_path / "f"),
                      runtime=FakeRuntime())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["video", "--bench", "--bench-frames", "0"], "argument --bench-frames: must be at least 1, got 0"),
+    (["webcam", "in.avi", "--output", "w.avi", "--max-frames", "0"],
+     "argument --max-frames: must be >= 1; got 0"),
+])
+def test_zero_frame_counts_are_refused_in_one_line(argv: list[str], message: str, capsys) -> None:
+    # Before: --bench-frames 0 ended in "IndexError: list index out of range" (a traceback);
+    # --max-frames 0 ran, wrote nothing and failed at the end.
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"portraitseg {argv[0]}: error: {message}"

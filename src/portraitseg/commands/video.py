@@ -14,6 +14,7 @@ from ._common import (
     add_overwrite_flag,
     add_postprocess_flags,
     config_from_args,
+    positive_int,
     postprocess_config,
     sigterm_as_exit,
     write_errors_exit_1,
@@ -93,7 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--alpha", metavar="DIR", type=Path, help="also write RGBA PNGs (frame_000000.png, ...) to DIR")
     add("--no-audio", action="store_true", help="do not copy the audio track")
     add("--bench", action="store_true", help="benchmark on a generated 1280x720 clip (IN/OUT not needed)")
-    add("--bench-frames", type=int, default=BENCH_FRAMES, metavar="N",
+    add("--bench-frames", type=positive_int, default=BENCH_FRAMES, metavar="N",  # 0 was an IndexError
         help="frames in the benchmark clip (default: %(default)s)")
     add("--bench-input", choices=BENCH_INPUTS, default="mjpg",
         help="the benchmark clip's codec (default: %(default)s; h264 needs ffmpeg)")

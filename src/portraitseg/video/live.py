@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..options import option
+from ..options import Bounds, option
 from ..pipeline import Pipeline
 from .effects import Effect, render_effect
 from .io import FrameSource
@@ -51,7 +51,9 @@ class LiveConfig:
 
     max_mask_age: int = option(DEFAULT_MAX_MASK_AGE, "frames a mask may be reused for (older: not shown)",
                                metavar="N")
-    max_frames: int | None = option(None, "stop after N captured frames", metavar="N", type=int)
+    # At least 1: 0 recorded nothing and failed at the end ("no frames were written").
+    max_frames: int | None = option(None, "stop after N captured frames", metavar="N", type=int,
+                                    bounds=Bounds(low=1))
     pace_fps: float | None = None  # replay a file at this rate, like a camera (None: as fast as read)
     # A camera cannot wait, so when rendering falls behind the oldest frame is dropped; a file
     # read as fast as possible can, so capture blocks instead (no frame lost) and the renderer
