@@ -35,7 +35,8 @@ With a display: a window (keys: b = next effect, s = smoothing on/off, m = overl
 quit). Headless: --output FILE (and --max-frames N); status lines go to stderr. --output and
 --json never replace the source or --background, nor an existing file unless --overwrite; the
 file is written under a temp name, read back and renamed when the run ends (Ctrl-C included),
-and a write failure (disk full, ...) leaves no file, prints one line and exits 1.
+and a write failure (disk full, ...) leaves no file, prints one line and exits 1. A damaged
+video file is read past the frames that do not decode; one error line counts them, exit 1.
 """
 
 
