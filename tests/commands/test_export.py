@@ -32,3 +32,23 @@ def test_an_exported_model_is_named_as_such(name: str, argv: list[str], tmp_path
     assert "run code" not in err, err
     assert model.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing written
+
+
+def test_an_earlier_export_is_not_replaced_without_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Re-running an export over an earlier result (the default name or -o) is refused in one line
+    before any work, as every other command's existing outputs; --overwrite replaces it."""
+    pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    earlier = tmp_path / "portraitseg-64-fp32.onnx"
+    earlier.write_bytes(b"an earlier export")
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"keep me")
+    for argv in (["--size", "64"], ["--size", "64", "-o", str(mine)]):
+        assert main(["export", "default", "--verify-count", "1", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "exists (use --overwrite to replace it)" in err, err
+    assert earlier.read_bytes() == b"an earlier export" and mine.read_bytes() == b"keep me"
+    again = ["export", "default", "--size", "64", "--verify-count", "1", "-o", str(mine), "--overwrite"]
+    assert main(again) == 0
+    assert mine.read_bytes()[:8] != b"keep me" and mine.stat().st_size > 1_000_000

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_config_flags, config_from_args
+from ._common import add_config_flags, add_overwrite_flag, config_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_flags(p, ExportConfig)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
     p.add_argument("-o", "--output", type=Path,
-                   help="output file (default: <model>-<size>-<precision>.<ext>)")
+                   help="output file (default: <model>-<size>-<precision>.<ext>, <model> = "
+                   "'portraitseg' for default)")
+    add_overwrite_flag(p)
     p.set_defaults(func=run)
 
 
@@ -38,11 +40,15 @@ def config_from_cli(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model
     from ..export import default_output_path, export_model, export_summary
+    from ..outfiles import check_outputs
 
     cfg = config_from_cli(args)
     cfg.validate()  # fail on bad options before loading anything
     model = load_model(args.model)
     output = args.output or default_output_path(args.model, cfg, model.config.input_size)
+    # An earlier export is a result like any other: kept unless --overwrite (export_model itself
+    # replaces, for callers that manage their own files, e.g. finetune).
+    check_outputs({"-o" if args.output else "output": output}, overwrite=args.overwrite, make_folders=True)
     result = export_model(model, output, cfg)
     if args.json:
         print(json.dumps(export_summary(result), indent=2))
