@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ._common import add_overwrite_flag
+
 DESCRIPTION = """\
 Time one 1280x720 frame through decode -> preprocess -> model -> post-process (default
 PostprocessConfig) -> composite (blurred background), per stage (median of --repeats), for our
@@ -70,6 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--json", type=Path, metavar="PATH", help="write {model/format/threads: {stage_ms..., total_ms, fps}}"
     )
     add("--calib-data", metavar="DIR", help="calibration photos for onnx-int8")
+    add_overwrite_flag(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -77,7 +80,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from ..bench import markdown_table, options_table, run_bench
     from ..data.io import write_atomic
+    from ..outfiles import check_outputs
 
+    if args.json:  # an earlier result is kept, and an unwritable one fails now, not after the run
+        check_outputs({"--json": args.json}, overwrite=args.overwrite, make_folders=True)
     report = run_bench(
         args.models,
         args.formats,
