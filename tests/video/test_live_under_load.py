@@ -33,15 +33,19 @@ WAIT_S = 20.0  # bound on every forced wait (only reached if the pipeline is bro
 
 
 class ListSource:
-    """A file read as fast as possible: every frame at once; counts the frames read."""
+    """A file read as fast as possible: every frame at once; counts the frames read. With
+    ``hold_after_first``, frame 1 is read only once that event is set."""
 
-    def __init__(self, frames: list[np.ndarray]) -> None:
+    def __init__(self, frames: list[np.ndarray], hold_after_first: threading.Event | None = None) -> None:
         self.frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames]
         self.read_count = 0
+        self.hold = hold_after_first
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         if self.read_count >= len(self.frames):
             return False, None
+        if self.read_count == 1 and self.hold is not None:
+            _until(self.hold.is_set, "the model to take frame 0")
         self.read_count += 1
         return True, self.frames[self.read_count - 1]
 
@@ -76,10 +80,15 @@ def _check_stats(stats, infos: list[FrameInfo], limit: int) -> None:
 
 
 def test_fast_file_uses_masks_from_later_frames_and_leaves_none_unmasked(frames: list[np.ndarray]) -> None:
-    source, calls = ListSource(frames), [0]
+    # The model's first frame must be frame 0: were the model thread to start after capture had
+    # queued every frame it can, its first (and then only) frame would be the newest, and no
+    # second mask would ever come while drawing waits (a flaky deadlock, 1 run in 5).
+    first_call = threading.Event()
+    source, calls = ListSource(frames, hold_after_first=first_call), [0]
 
     def model(frame: np.ndarray) -> np.ndarray:
         calls[0] += 1
+        first_call.set()
         if calls[0] == 1:  # the first mask is slow: capture fills the render queue meanwhile
             _until(lambda: source.read_count >= 10, "capture to run ahead")
         return _lowres_fake(frame)
