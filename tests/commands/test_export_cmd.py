@@ -52,3 +52,13 @@ def test_an_earlier_export_is_not_replaced_without_overwrite(tmp_path: Path, mon
     again = ["export", "default", "--size", "64", "--verify-count", "1", "-o", str(mine), "--overwrite"]
     assert main(again) == 0
     assert mine.read_bytes()[:8] != b"keep me" and mine.stat().st_size > 1_000_000
+
+
+def test_an_output_with_the_wrong_extension_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "default", "-o", "model.txt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("model.txt: an export to onnx must end in .onnx"), err  # said "a onnx export"
+    assert len(err.splitlines()) == 1 and not any(tmp_path.iterdir())

@@ -459,6 +459,13 @@ def test_epochs_flag_wins_over_a_yaml_time_budget(caches, tmp_path: Path, capsys
     assert [r["epoch"] for r in read_metrics(tmp_path / "r")] == ["1", "2", "3"]
 
 
+def test_a_one_epoch_run_does_not_promise_a_time_budget_refit(caches, tmp_path: Path, capsys) -> None:
+    """The start line said "re-fitted after epoch 2 to a 60s time budget" for a 1-epoch run."""
+    assert main(train_args(caches, tmp_path, 1, "--limit", "8", "--time-budget-s", "60")) == 0
+    start = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("training "))
+    assert "x 1 epochs)" in start and "re-fitted" not in start
+
+
 def test_progress_bars_show_the_epochs_lr_and_go_quiet_when_off(caches, tmp_path: Path, capsys) -> None:
     """The bar showed the lr of the epoch's first step (1.67e-04 while the epoch ran at 1.33e-03);
     --progress false still printed the cache-loading bars."""

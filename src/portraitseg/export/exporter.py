@@ -176,7 +176,7 @@ def export_model(model: Any, path: str | Path, cfg: ExportConfig) -> ExportResul
     cfg.validate()
     path = Path(path)
     if path.suffix != SUFFIXES[cfg.format]:
-        raise ValueError(f"{path}: a {cfg.format} export must end in {SUFFIXES[cfg.format]}")
+        raise ValueError(f"{path}: an export to {cfg.format} must end in {SUFFIXES[cfg.format]}")
     check_outputs({"output": path}, overwrite=True, make_folders=True)  # before minutes of converting
     model = model.eval()
     size = cfg.size or model.config.input_size

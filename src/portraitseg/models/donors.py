@@ -133,7 +133,9 @@ def load_donor_encoder(encoder: MobileNetV2Encoder, path: str | Path) -> MobileN
                 f"{path}: conv {i} is {src.weight.shape}, ours {tuple(conv.weight.shape)} "
                 f"(wrong width or divisor? .onnx donors need divisor=4)"
             )
-        conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(src.weight)))
+        # np.array copies: the donor's arrays may be read-only views of the model file, and torch
+        # warns (with a source line) on a non-writable array.
+        conv.weight.copy_(torch.from_numpy(np.array(src.weight, dtype=np.float32)))
         unit.donor_dilation = src.dilation  # kept for tests that replay the donor's geometry
         _set_bn(bn, src)
     return encoder

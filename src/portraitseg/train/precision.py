@@ -60,7 +60,7 @@ def use_bf16(device: torch.device, amp: bool, cpu_bf16: bool, native: bool | Non
     if native is not None:
         return native
     if not cpu_has_native_bf16():
-        print("note: --cpu-bf16 asked for, but this CPU has no native bf16 (AVX512-BF16/AMX): "
+        print("note: bf16 training asked for, but this CPU has no native bf16 (AVX512-BF16/AMX): "
               "training in fp32, which is several times faster here", flush=True)
         return False
     return True

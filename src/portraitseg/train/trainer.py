@@ -270,6 +270,8 @@ class Trainer:
             return ""
         if self.start_epoch > 1:
             return ", fitted to the time budget earlier in this run"
+        if self.total_epochs < 2:  # the re-fit comes after epoch 2: a 1-epoch run never gets there
+            return ""
         return f", re-fitted after epoch 2 to a {budget:.0f}s time budget"
 
     def _sync_metrics(self) -> None:
