@@ -151,8 +151,9 @@ def _check_alpha_dir(folder: Path | None, inputs: dict[str, Path | None], output
 def run(args: argparse.Namespace) -> int:
     from ..bench.video import run_video_bench, stage_table
     from ..video import VideoConfig, parse_effect, process_file
-    from ..video.io import check_input_file
+    from ..video.io import check_input_file, quiet_ffmpeg_log
 
+    quiet_ffmpeg_log()
     cfg = VideoConfig(
         model=model_config(args), encoder=encoder_config(args), alpha_dir=args.alpha,
         copy_audio=not args.no_audio, progress=not args.quiet,

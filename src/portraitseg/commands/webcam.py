@@ -128,8 +128,10 @@ def _source_file(source: str) -> Path | None:
 
 @write_errors_exit_1("webcam")
 def run(args: argparse.Namespace) -> int:
+    from ..video.io import quiet_ffmpeg_log
     from ..video.output import VideoOutput
 
+    quiet_ffmpeg_log()
     mcfg = model_config(args)
     window = args.output is None and has_display()
     if args.output is None and not window and not args.virtual_cam:

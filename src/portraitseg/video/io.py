@@ -19,13 +19,16 @@ VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")
 # Motion-JPEG in AVI/MKV. H.264 needs an external encoder that pip wheels do not ship: .mp4/.mov
 # go through the ffmpeg command line when it is there (writer.py), mp4v is the fallback.
 CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-# FFmpeg inside OpenCV prints its own errors straight to stderr ("moov atom not found" for a
-# file that is no video, a line per broken macroblock of a damaged frame: dozens), around the
-# one line our commands print instead. OpenCV reads this once, when it first opens FFmpeg (no
-# capture or writer exists before this module is imported); a user debugging a file can still
-# set it (48 = everything).
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 MAX_UNREADABLE_RUN = 25  # frames in a row that fail to decode before the input counts as ended
+
+
+def quiet_ffmpeg_log() -> None:
+    """Keep FFmpeg's own errors (inside OpenCV) off stderr for the rest of the process: "moov
+    atom not found" for a file that is no video, a line per broken macroblock of a damaged frame
+    (dozens), around the one line our commands print instead. The commands call it first thing;
+    a library user keeps OpenCV's default. OpenCV reads the variable once, when it first opens
+    FFmpeg; a user debugging a file can still set it (48 = everything)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
 class FrameSource(Protocol):
