@@ -153,3 +153,16 @@ def test_image_column_and_bad_arrays(tmp_path: Path) -> None:
     assert out["error"][0] == ""
     assert out["error"][1].startswith("image: int64 image values must be 0..255")
     assert out["mask"][1].shape == (0, 0)
+
+
+def test_an_image_the_jpeg_grid_cannot_hold_is_its_rows_error(photos: list[Path], tmp_path: Path) -> None:
+    # 1 x 70000 px: segmentable and a valid PNG mask, but its grid (.jpg) is over JPEG's 65500 px
+    # a side. encode_batch raised, and Ray aborted the whole job on it.
+    tall = photos[0].parent / "tall.png"
+    Image.new("RGB", (1, 70_000), (90, 60, 30)).save(tall)
+    out = tmp_path / "out"
+    status = chain(file_rows([tall, *photos], out), out, BulkSettings())
+    assert status["error"][0] == (f"{tall}: cannot write the grid as .jpg: it is 3x70000 pixels and the "
+                                  "format holds at most 65500 a side")
+    assert list(status["error"][1:]) == ["", ""] and list(status["written"]) == [0, 4, 4]
+    assert not list(out.glob("tall.*"))  # none of its outputs: an image is written whole or not at all

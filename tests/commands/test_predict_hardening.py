@@ -160,3 +160,21 @@ def test_stale_temp_from_a_killed_run_is_cleaned(photo: Path, tmp_path: Path,
     assert predict(str(photo), "-o", str(out)) == 0
     assert "removed 1 temporary file(s) left by an interrupted run" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [".notes.txt.tmp", RECORD_NAME, "astronaut.mask.png"]
+
+
+def test_an_output_the_format_cannot_hold_is_one_line_naming_why(photo: Path, tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture) -> None:
+    # A 1 x 70000 px PNG: its mask is a valid PNG, its grid (.jpg, 3x70000) is over JPEG's 65500
+    # px a side. It was 'cannot encode image as .jpg' after an OpenCV log of several lines.
+    from PIL import Image
+
+    tall = photo.parent / "tall.png"
+    Image.new("RGB", (1, 70_000), (90, 60, 30)).save(tall)
+    out = tmp_path / "out"
+    assert predict(str(tall), str(photo), "-o", str(out), "--output", "mask", "--output", "grid") == 1
+    err = capfd.readouterr().err
+    assert f"{tall}: cannot write the grid as .jpg: it is 3x70000 pixels and the format holds at most 65500 " \
+           "a side" in err.splitlines()
+    assert "imencode" not in err and "OpenCV" not in err
+    assert sorted(p.name for p in out.iterdir() if p.name != RECORD_NAME) == ["astronaut.grid.jpg",
+                                                                             "astronaut.mask.png"]

@@ -208,14 +208,25 @@ class SegmentActor:
 
 def encode_batch(batch: Batch, suffixes: dict[str, str]) -> Batch:
     """Each kind's arrays -> file bytes (``suffixes``: kind -> ``.png``/``.jpg``, as predict
-    names them); errored rows get empty bytes."""
+    names them); errored rows get empty bytes. An image the format cannot hold (a JPEG side over
+    65500 px) is that row's error: raised here, it would abort the whole Ray job."""
     from ..data.io import encode_image
 
-    idle = _idle(batch, len(_names(batch)))
+    names = _names(batch)
+    errors, idle = _errors(batch, len(names)), _idle(batch, len(names))
+    encoded: dict[str, list[bytes]] = {kind: [] for kind in suffixes}
+    for i in range(len(names)):
+        row = {}
+        if not idle[i]:
+            try:
+                row = {kind: encode_image(batch[kind][i], suffix, what=kind) for kind, suffix in suffixes.items()}
+            except bad_input_errors() as exc:
+                errors[i] = error_line(names[i], exc)
+        for kind in suffixes:
+            encoded[kind].append(row.get(kind, b""))
     out = dict(batch)
-    for kind, suffix in suffixes.items():
-        out[kind] = objects([b"" if idle[i] else encode_image(a, suffix)
-                             for i, a in enumerate(batch[kind])])
+    out.update({kind: objects(v) for kind, v in encoded.items()})
+    out["error"] = np.array(errors, dtype=object)
     return out
 
 

@@ -232,7 +232,7 @@ def render_all(job: Job, segmenter, paths: dict[str, Path], background: object) 
             image = make_grid(pred.image, pred.alpha)
         else:
             image = segmenter.render(pred, kind, background)
-        encoded[out] = encode_image(image, out.suffix)
+        encoded[out] = encode_image(image, out.suffix, what=kind)
     return encoded
 
 

@@ -200,9 +200,22 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     return stale
 
 
-def encode_image(img: np.ndarray, suffix: str, quality: int = 95) -> bytes:
-    """Encode RGB(A) or gray uint8 to the format implied by ``suffix`` (.png/.jpg/.webp)."""
+# The encoders' own limits on a side (px): libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit sizes,
+# libpng's default user limit (which OpenCV keeps). Past them OpenCV fails with a multi-line log
+# and no reason, so they are checked first.
+ENCODER_MAX_SIDE = {".jpg": 65_500, ".jpeg": 65_500, ".webp": 16_383, ".png": 1_000_000}
+
+
+def encode_image(img: np.ndarray, suffix: str, quality: int = 95, what: str = "image") -> bytes:
+    """Encode RGB(A) or gray uint8 to the format implied by ``suffix`` (.png/.jpg/.webp); an
+    image the format cannot hold raises :class:`DataError` saying why, naming it ``what`` (a
+    kind of output: the caller adds the input file)."""
     suffix = suffix.lower()
+    limit = ENCODER_MAX_SIDE.get(suffix)
+    if limit is not None and max(img.shape[:2]) > limit:
+        h, w = img.shape[:2]
+        raise DataError(f"cannot write the {what} as {suffix}: it is {w}x{h} pixels and the format "
+                        f"holds at most {limit} a side")
     arr = img
     if img.ndim == 3 and img.shape[2] == 3:
         arr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
