@@ -173,8 +173,9 @@ def test_an_output_the_format_cannot_hold_is_one_line_naming_why(photo: Path, tm
     out = tmp_path / "out"
     assert predict(str(tall), str(photo), "-o", str(out), "--output", "mask", "--output", "grid") == 1
     err = capfd.readouterr().err
-    assert f"{tall}: cannot write the grid as .jpg: it is 3x70000 pixels and the format holds at most 65500 " \
-           "a side" in err.splitlines()
+    line = (f"{tall}: cannot write the grid as .jpg: it is 3x70000 pixels and the format holds "
+            "at most 65500 a side")
+    assert line in err.splitlines()
     assert "imencode" not in err and "OpenCV" not in err
     assert sorted(p.name for p in out.iterdir() if p.name != RECORD_NAME) == ["astronaut.grid.jpg",
                                                                              "astronaut.mask.png"]

@@ -219,7 +219,8 @@ def encode_batch(batch: Batch, suffixes: dict[str, str]) -> Batch:
         row = {}
         if not idle[i]:
             try:
-                row = {kind: encode_image(batch[kind][i], suffix, what=kind) for kind, suffix in suffixes.items()}
+                row = {kind: encode_image(batch[kind][i], suffix, what=kind)
+                       for kind, suffix in suffixes.items()}
             except bad_input_errors() as exc:
                 errors[i] = error_line(names[i], exc)
         for kind in suffixes:
