@@ -179,3 +179,26 @@ def test_an_output_the_format_cannot_hold_is_one_line_naming_why(photo: Path, tm
     assert "imencode" not in err and "OpenCV" not in err
     assert sorted(p.name for p in out.iterdir() if p.name != RECORD_NAME) == ["astronaut.grid.jpg",
                                                                              "astronaut.mask.png"]
+
+
+def test_a_fifo_is_named_not_a_file_and_never_opened(photo: Path, tmp_path: Path,
+                                                     capfd: pytest.CaptureFixture) -> None:
+    # Given by name it was 'no such file or folder'; matched by a glob it vanished unreported.
+    fifo = photo.parent / "fifo.png"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    assert predict(str(fifo), str(photo.parent / "*"), "-o", str(out)) == 1
+    err = capfd.readouterr().err
+    assert error_lines(err, "fifo.png") == [f"{fifo}: not a regular file (a FIFO, socket or device); skipped"]
+    assert "1 image(s) done, 1 failed" in err
+    assert (out / "astronaut.mask.png").is_file()
+
+
+def test_one_photo_named_twice_is_one_image(photo: Path, tmp_path: Path,
+                                            capfd: pytest.CaptureFixture) -> None:
+    # It failed with 'output ... is also the output of <the same photo>', exit 1.
+    folder = photo.parent
+    twice = [str(photo), str(photo), str(folder / ".." / folder.name / photo.name), str(folder),
+             str(folder / "*.jpg")]
+    assert predict(*twice, "-o", str(tmp_path / "out")) == 0
+    assert "1 image(s) done, 0 failed, 1 file(s) written" in capfd.readouterr().err

@@ -213,3 +213,37 @@ def test_split_entries_cannot_leave_the_dataset(tmp_path: Path, entry: str) -> N
     assert [s.name for s in skipping] == ["s0"]  # the bad entry is skipped and reported
     reason = f"{split}: entry '{entry}' points outside the dataset (absolute or '..')"
     assert skipping.skipped.errors == [reason]
+
+
+def test_find_images_reports_fifos_and_folders_it_cannot_read(tmp_path: Path) -> None:
+    # Both vanished from a run unreported: rglob skips a folder it may not list, and a FIFO is
+    # neither a file nor a symbolic link. The FIFO is never opened (that would block).
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "a.jpg").write_bytes(b"any bytes")
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "folder.jpg").mkdir()  # a folder with an image's name: searched, not reported
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "b.jpg").write_bytes(b"any bytes")
+    code = ("import json, sys; from portraitseg.data.datasets import find_images; "
+            "f, e = find_images(sys.argv[1]); print(json.dumps([[str(p) for p in f], e]))")
+    cmd = [sys.executable, "-c", code, str(tmp_path)]
+    if os.geteuid() == 0:  # root reads any folder: drop the capabilities that allow it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot make a folder unreadable")
+        caps = "-dac_override,-dac_read_search"
+        cmd = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
+    locked.chmod(0)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    finally:
+        locked.chmod(0o755)
+    files, errors = json.loads(result.stdout)
+    assert files == [str(tmp_path / "a.jpg")]
+    assert errors == [f"{tmp_path / 'fifo.png'}: not a regular file (a FIFO, socket or device); skipped",
+                      f"{locked}: cannot read the folder (Permission denied); its images are skipped"]

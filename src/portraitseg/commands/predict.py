@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..colour import COLOUR_SYNTAX
-from ..data.datasets import IMAGE_SUFFIXES
+from ..data.datasets import IMAGE_SUFFIXES, not_a_file
 from ..defaults import MAX_PIXELS
 from ..outfiles import OutputClaims, check_folder, plan_writes
 from ..runtimes.factory import BACKENDS
@@ -104,11 +104,12 @@ def collect_inputs(specs: list[str], outdir: Path) -> tuple[list[Job], list[str]
             own += skipped
         elif path.is_file():
             jobs.append(Job(path, Path()))
+        elif (problem := not_a_file(path)) is not None:  # a FIFO, a broken link: never opened
+            errors.append(problem)
         elif any(c in spec for c in GLOB_CHARS):
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
             files = [m for m in matches if m.is_file() and _is_image(m)]
-            errors += [f"{m}: broken symbolic link or symlink loop" for m in matches
-                       if _is_image(m) and m.is_symlink() and not m.exists()]
+            errors += [e for m in matches if _is_image(m) and (e := not_a_file(m)) is not None]
             kept = [m for m in files if not is_own_output(m)]
             own += len(files) - len(kept)
             if not files:
@@ -119,7 +120,17 @@ def collect_inputs(specs: list[str], outdir: Path) -> tuple[list[Job], list[str]
     if own:
         print(f"note: skipped {own} earlier predict output file(s) (*.mask.png, *.grid.jpg, ...)",
               file=sys.stderr)
-    return jobs, errors
+    return _once(jobs), list(dict.fromkeys(errors))
+
+
+def _once(jobs: list[Job]) -> list[Job]:
+    """Each file once per output folder, as first given: a photo named twice (``a.jpg *.jpg``,
+    a folder and a glob over it, ``./x/../x/a.jpg``) is one image, not a clash of its outputs
+    with themselves."""
+    first: dict[tuple[Path, Path], Job] = {}
+    for job in jobs:
+        first.setdefault((job.path.resolve(), job.rel_dir), job)
+    return list(first.values())
 
 
 # --------------------------------------------------------------------------- outputs

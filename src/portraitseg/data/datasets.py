@@ -7,6 +7,7 @@ target as float32 in [0, 1] (hard masks become 0/1; soft teacher alpha stays sof
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,19 +21,42 @@ from .io import DataError, read_gray, read_rgb
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
+def not_a_file(path: Path) -> str | None:
+    """The error line for an image-named path that is neither a file nor a folder: a broken
+    symbolic link or symlink loop, a FIFO, socket or device (never opened: a FIFO would block
+    the reader). None for a file or a folder."""
+    if path.is_file() or path.is_dir():
+        return None
+    if path.is_symlink():
+        return f"{path}: broken symbolic link or symlink loop"
+    if path.exists():
+        return f"{path}: not a regular file (a FIFO, socket or device); skipped"
+    return None
+
+
 def find_images(folder: str | Path) -> tuple[list[Path], list[str]]:
-    """Image files under ``folder`` (recursive, sorted) and one error line per broken symlink or
-    symlink loop among them (``is_file()`` is False for those, so they would vanish unreported)."""
+    """Image files under ``folder`` (recursive, sorted; links to folders are not followed) and
+    one error line per image-named path that is not a file (:func:`not_a_file`) and per folder
+    that cannot be read: each would otherwise vanish from the run unreported."""
     files: list[Path] = []
-    errors: list[str] = []
-    for p in sorted(Path(folder).rglob("*")):
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if p.is_file():
-            files.append(p)
-        elif p.is_symlink():
-            errors.append(f"{p}: broken symbolic link or symlink loop")
-    return files, errors
+    errors: list[tuple[str, str]] = []
+
+    def unreadable(exc: OSError) -> None:
+        name = exc.filename or folder
+        reason = exc.strerror or str(exc)
+        errors.append((str(name), f"{name}: cannot read the folder ({reason}); its images are skipped"))
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
+        for name in names + dirs:
+            p = Path(root) / name
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            problem = not_a_file(p)
+            if p.is_file():
+                files.append(p)
+            elif problem is not None:
+                errors.append((str(p), problem))
+    return sorted(files), [line for _, line in sorted(errors)]
 
 
 @dataclass
