@@ -117,6 +117,19 @@ def test_threads_must_be_positive(photo: Path, value: str, capsys: pytest.Captur
     assert f"--threads: must be at least 1, got {value}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["predict", "bulk", "finetune"])
+def test_absurd_thread_counts_are_refused(photo: Path, tmp_path: Path, command: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # --threads 100000 reached the runtime: ONNX Runtime spent minutes creating threads (a hang),
+    # LiteRT crashed with SIGSEGV.
+    out = "-o" if command != "finetune" else "--out"
+    with pytest.raises(SystemExit) as exc:
+        main([command, str(photo.parent), out, str(tmp_path / "out"), "--threads", "100000"])
+    assert exc.value.code == 2
+    assert "--threads: must be at most 256, got 100000" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_disk_full_leaves_no_temp_and_counts_true(photo: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

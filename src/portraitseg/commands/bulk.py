@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from . import predict
-from ._common import positive_int
+from ._common import positive_int, thread_count
 from .predict_record import RECORD_NAME
 
 DESCRIPTION = f"""\
@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         conflict_handler="resolve",  # -h and --threads below replace predict's
     )
     add = parser.add_argument
-    add("--threads", type=positive_int, default=1, metavar="N",
+    add("--threads", type=thread_count, default=1, metavar="N",
         help="model threads per actor (default: %(default)s)")
     add("--actors", type=positive_int, default=None, metavar="N",
         help="segmenting actors, each with its own model (default: 3/4 of the cluster's CPUs / --threads)")

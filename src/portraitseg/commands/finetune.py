@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from ..finetune.recipe import FinetuneRecipe
-from ._common import add_config_flags, config_changes, positive_int, write_errors_exit_1
+from ._common import add_config_flags, config_changes, thread_count, write_errors_exit_1
 
 # Recipe fields with a flag of their own; the rest (train, replay_sets, ...) through --recipe FILE.
 FLAGS = ("minutes", "input_size", "export_size", "val_fraction", "replay_share", "replay_max", "bf16",
@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="continue the fine-tune in OUT for another --minutes (same DATA)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in OUT (its caches are reused where their inputs are unchanged)")
-    p.add_argument("--threads", type=positive_int, metavar="N",
+    p.add_argument("--threads", type=thread_count, metavar="N",
                    help="CPU threads for training and evaluation (default: all cores; on a busy machine 1 "
                    "avoids threads spin-waiting on each other)")
     add_config_flags(p.add_argument_group("recipe (defaults: configs/finetune.yaml)"), FinetuneRecipe,

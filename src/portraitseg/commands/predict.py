@@ -17,7 +17,7 @@ from ..data.datasets import IMAGE_SUFFIXES, not_a_file
 from ..defaults import MAX_PIXELS
 from ..outfiles import OutputClaims, check_folder, plan_writes
 from ..runtimes.factory import BACKENDS
-from ._common import MODEL_HELP, add_postprocess_flags, positive_int, postprocess_config
+from ._common import MODEL_HELP, add_postprocess_flags, positive_int, postprocess_config, thread_count
 from .predict_record import RECORD_NAME, Record, file_digest, recipe_digest
 
 DEFAULT_OUTDIR = Path("portraitseg-out")
@@ -182,7 +182,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--backend", choices=BACKENDS, default="auto",
         help="for --model default: LiteRT, ONNX Runtime or PyTorch (default: auto = the fastest installed: "
              "tflite, else onnx)")
-    add("--threads", type=positive_int, default=None, help="inference threads (default: backend default)")
+    add("--threads", type=thread_count, default=None, help="inference threads (default: backend default)")
     add("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N",
         help="refuse images (and --background) larger than N pixels, read from the header before "
              "decoding (default: %(default)s)")
