@@ -67,6 +67,16 @@ def test_resources_default_from_the_cluster() -> None:
     assert Resources(actors=5, batch_size=7).resolve(3, 64.0) == Resources(actors=5, threads=1, batch_size=7)
 
 
+def test_an_actor_the_cluster_cannot_run_beside_the_tasks_is_refused() -> None:
+    # Both waited forever, printing nothing (real runs on a 2-CPU local Ray: --threads 4, --threads 2):
+    # an actor larger than any node never starts; one holding every CPU starves the read/write tasks.
+    assert Resources(threads=2).resolve(10, 3.0, 3.0).threads == 2
+    assert Resources(threads=4).resolve(10, 32.0, 4.0).threads == 4
+    for threads, cluster, node in ((4, 2.0, 2.0), (2, 2.0, 2.0), (8, 32.0, 4.0)):
+        with pytest.raises(ValueError, match=rf"^--threads {threads}: each actor needs that many CPUs"):
+            Resources(threads=threads).resolve(10, cluster, node)
+
+
 def subparser(name: str) -> argparse.ArgumentParser:
     sub = next(a for a in build_parser(only=name)._actions if isinstance(a, argparse._SubParsersAction))
     return sub.choices[name]

@@ -100,6 +100,18 @@ def test_outputs_are_predicts_and_bad_files_are_reported(ray_address: str, tmp_p
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "bulk").rglob("*.*")} == stamps
 
 
+def test_threads_the_cluster_cannot_hold_are_one_line_not_a_wait(ray_address: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # On this 2-CPU cluster --threads 2 (and 4) waited forever for CPUs, printing nothing.
+    args = predict_args([str(ASSETS[0])], tmp_path / "bulk", ("mask",))
+    assert main(["bulk", *args, "--threads", "2", "--address", ray_address]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (
+        "portraitseg bulk: error: --threads 2: each actor needs that many CPUs on one node and the other "
+        "stages at least one more; the Ray cluster has 2 CPUs (the largest node 2)")
+    assert not list((tmp_path / "bulk").glob("*.png"))
+
+
 def test_api_on_a_dataset_of_encoded_files(ray_address: str, tmp_path: Path) -> None:
     """Images held by Ray (as object storage would give them): read_binary_files -> segment."""
     from portraitseg import bulk

@@ -59,6 +59,12 @@ def cluster_cpus() -> float:
     return float(import_ray().cluster_resources().get("CPU", 1.0))
 
 
+def largest_node_cpus() -> float | None:
+    """The CPUs of the cluster's largest live node (None when Ray does not say)."""
+    cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in import_ray().nodes() if n.get("Alive")]
+    return max(cpus) if cpus else None
+
+
 def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
@@ -125,7 +131,7 @@ def segment(
             raise ValueError("no input images given")
         ds, n_images = None, len(rows)
     connect()
-    res = (resources or Resources()).resolve(n_images, cluster_cpus())
+    res = (resources or Resources()).resolve(n_images, cluster_cpus(), largest_node_cpus())
     if ds is None:
         ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // res.batch_size))
     return pipeline(ds, kinds, settings, res, suffixes_for(kinds, composite_format) if encoded else None)
@@ -226,7 +232,7 @@ def _execute(rows: list[dict[str, Any]], job: FileJob, kinds: tuple[str, ...], r
     ray = import_ray()
     start = time.perf_counter()
     connect(address)
-    res = resources.resolve(len(rows), cluster_cpus())
+    res = resources.resolve(len(rows), cluster_cpus(), largest_node_cpus())
     outdir = str(job.outdir.resolve())
     # One block per batch: the first batches start as soon as the actors are up.
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // res.batch_size))

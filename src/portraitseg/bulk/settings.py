@@ -57,8 +57,16 @@ class Resources:
     threads: int = 1  # model threads per actor: parallelism comes from the actors
     batch_size: int | None = None  # images per actor call
 
-    def resolve(self, n_images: int | None, cluster_cpus: float) -> Resources:
-        """Fill in the defaults (``n_images=None``: a dataset of unknown length)."""
+    def resolve(self, n_images: int | None, cluster_cpus: float, node_cpus: float | None = None) -> Resources:
+        """Fill in the defaults (``n_images=None``: a dataset of unknown length). An actor asks
+        Ray for ``threads`` CPUs on one node, and the read, encode and write tasks need one more
+        somewhere: an actor larger than the largest node (``node_cpus``) never starts, and one
+        holding every CPU starves the tasks; either way the job waited forever, printing nothing."""
+        largest = cluster_cpus if node_cpus is None else min(node_cpus, cluster_cpus)
+        if self.threads > largest or self.threads >= cluster_cpus:
+            raise ValueError(f"--threads {self.threads}: each actor needs that many CPUs on one node and the "
+                             f"other stages at least one more; the Ray cluster has {cluster_cpus:g} CPUs "
+                             f"(the largest node {largest:g})")
         actors = self.actors or max(1, int(cluster_cpus * ACTOR_CPU_SHARE) // self.threads)
         batch = self.batch_size or MAX_DEFAULT_BATCH
         if self.batch_size is None and n_images is not None:
