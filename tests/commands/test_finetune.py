@@ -194,3 +194,22 @@ def test_real_finetune_beats_the_bundled_model_on_picsart(shared_data: Path, tmp
     photo = next((held / "images").iterdir())
     alpha = Segmenter(model=out / "model.onnx", threads=1).mask(photo)
     assert alpha.ndim == 2 and 0.05 < float(alpha.mean()) < 0.95
+
+
+def test_a_part_with_no_readable_pair_lists_why_before_its_error(pairs: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """Every held-out pair left out (a mask of another size): the skipped lines, then one error
+    naming the part. It was only 'val.npz: no readable samples to cache', not which file or why."""
+    held = tmp_path / "held"
+    held.mkdir()
+    img, mask = person(50)
+    cv2.imwrite(str(held / "h0.jpg"), img)
+    cv2.imwrite(str(held / "h0_mask.png"), cv2.resize(mask, (24, 30)))
+    out = tmp_path / "out"
+    assert finetune(pairs, "--val", held, "-o", out, *FAST) == 2
+    err = capsys.readouterr().err.splitlines()
+    why = "h0.png: mask size 24x30 does not match image size 48x60"
+    assert any(line.startswith("skipped: ") and why in line for line in err), err
+    val = out / "cache" / "val.npz"
+    assert err[-1] == (f"portraitseg finetune: error: {val}: no readable samples to cache: every image of "
+                       "the held-out part was left out (listed above)")

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..data.io import DataError, write_atomic
+from ..data.io import DataError, NoSamplesError, write_atomic
 from ..outfiles import check_folder
 from .caches import (
     CacheResult,
+    CacheSource,
     cached,
     default_replay_roots,
     pick_replay,
@@ -222,12 +223,24 @@ def _plan_replay(job: FinetuneJob, parts: Parts, sources: list[Source], splits: 
 
 def build_caches(job: FinetuneJob, parts: Parts) -> tuple[list[CacheResult], CacheResult]:
     """The training caches (user data, replay) and the held-out cache."""
+    from ..commands._common import report_skipped
+
     size, quality, folder = job.recipe.input_size, job.recipe.cache_quality, job.out / "cache"
-    # Cached at the training size: the trainer crops and resizes from there, as with `portraitseg cache`.
-    train = [cached(parts.train, folder / "train.npz", size, quality)]
+
+    def cache(sources: list[CacheSource], name: str, what: str) -> CacheResult:
+        try:
+            # At the training size: the trainer crops and resizes from there, as with `portraitseg cache`.
+            return cached(sources, folder / name, size, quality)
+        except NoSamplesError as exc:
+            # Say why each pair was left out before the one-line error (it said only 'no readable
+            # samples to cache'), as the end of a run does.
+            report_skipped(list(dict.fromkeys(parts.problems + exc.skipped)))
+            raise DataError(f"{exc}: every image of the {what} was left out (listed above)") from None
+
+    train = [cache(parts.train, "train.npz", "training part")]
     if parts.replay:
-        train.append(cached(parts.replay, folder / "replay.npz", size, quality))
-    val = cached(parts.held_out, folder / "val.npz", size, quality)
+        train.append(cache(parts.replay, "replay.npz", "replay part"))
+    val = cache(parts.held_out, "val.npz", "held-out part")
     for c in (*train, val):
         say(f"cache: {c.path} ({'reused: inputs unchanged' if c.reused else 'built'})")
     return train, val
