@@ -164,6 +164,9 @@ def test_damaged_caches_are_one_line_errors(ccp3: Path, tmp_path: Path, capsys) 
 
 def test_bad_size_or_quality_is_refused_before_reading(tmp_path: Path, capsys) -> None:
     for flag, value, message in (("--size", "0", "--size must be a whole number >= 1; got 0"),
+                                 # was a traceback: OpenCV failed to allocate 30 GB per image
+                                 ("--size", "100000", "--size must be at most 16383 (the cache stores WebP "
+                                  "images); got 100000"),
                                  ("--quality", "101", "--quality must be a whole number in [0, 100]")):
         argv = ["cache", str(tmp_path / "c.npz"), "--images", str(tmp_path / "missing"), flag, value]
         assert main(argv) == 2

@@ -25,7 +25,7 @@ from ..defaults import INPUT_SIZE, MAX_PIXELS
 from ..outfiles import check_outputs, write_results
 from ..postprocess import to_u8
 from .datasets import FolderDataset, Sample, find_images, open_dataset
-from .io import DataError, NoSamplesError, read_rgb
+from .io import ENCODER_MAX_SIDE, DataError, NoSamplesError, read_rgb
 
 CACHE_VERSION = 1
 # Arrays every cache has (labelled ones add target_/ignore_ bytes and offsets).
@@ -74,6 +74,11 @@ def check_build_options(out: str | Path, size: int, quality: int, overwrite: boo
     of the ``inputs`` (a split file), before anything is decoded."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"--size must be a whole number >= 1; got {size}")
+    # The images are stored as WebP: a larger side fails only after every sample was resized to
+    # it (--size 100000 asked OpenCV for 30 GB per image and ended in a traceback).
+    if size > ENCODER_MAX_SIDE[".webp"]:
+        most = ENCODER_MAX_SIDE[".webp"]
+        raise ValueError(f"--size must be at most {most} (the cache stores WebP images); got {size}")
     if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
         raise ValueError(f"--quality must be a whole number in [0, 100]; got {quality}")
     check_outputs({"cache": out}, [("--data", p) for p in inputs], overwrite, make_folders=True)
