@@ -25,7 +25,8 @@ limits (413, from the header before the full decode), wrong content type (415), 
 ``max_upload_memory_bytes`` (503 + Retry-After; slots are counted only once the body is in, so
 slow uploads hold no slot), per-request timeout (504: the worker stops at its next stage), a
 full temporary disk (507) or no files/memory left (503). Connections must send a request head
-within ``header_timeout_s``; at ``max_connections`` the longest-idle one is closed. Image pixels
+within ``header_timeout_s``; at ``max_connections`` the longest-idle one is closed; one that takes
+none of its answer for ``send_timeout_s`` is closed too. Image pixels
 in flight are capped by ``max_inflight_pixels``, and buffers of large images are given back to
 the OS. Nothing in a request is ever used as a path or URL.
 

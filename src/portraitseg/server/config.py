@@ -39,6 +39,10 @@ class ServerConfig:
     header_timeout_s: float = _opt(10.0, "seconds a connection has to send a request's headers (after "
                                    "connecting, or after its previous answer); then it is closed",
                                    flag="--header-timeout", metavar="S")
+    # A client that stops reading keeps its unsent answer in the server's memory and its
+    # connection open (connections.py).
+    send_timeout_s: float = _opt(30.0, "seconds a client may take none of an answer being sent to it; then "
+                                 "the connection is closed", flag="--send-timeout", metavar="S")
     # Memory: bodies are held whole until answered, decoded images cost ~35 bytes per pixel at peak
     # through post-processing; these bound the sum over all requests (503/wait beyond).
     max_upload_memory_bytes: int = _opt(256 * MB, "request bodies held in memory at once (uploads and "
@@ -61,7 +65,7 @@ class ServerConfig:
         for name in ("max_body_bytes", "max_pixels", "max_upload_memory_bytes", "max_inflight_pixels"):
             if not getattr(self, name) >= 1:  # a flag in MB/MP of 0, below 0, or too small to be 1 unit
                 raise ValueError(f"{_flag(name)} must be > 0; got {_shown(name, getattr(self, name))}")
-        for name in ("timeout_s", "body_timeout_s", "header_timeout_s"):
+        for name in ("timeout_s", "body_timeout_s", "header_timeout_s", "send_timeout_s"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{_flag(name)} must be a positive number of seconds; got {value}")

@@ -13,6 +13,13 @@ same with idle keep-alive connections), so silent sockets cannot lock clients ou
 connection is mid-request the new one gets a 503. ``fit_open_files`` makes sure the process may
 open that many sockets plus what it needs besides.
 
+A client that stops reading its answer is closed once ``send_timeout_s`` passes with none of the
+unsent bytes taken. Why: asyncio keeps what the socket cannot take in the connection's buffer,
+and ``close()`` waits for that buffer to be sent. Four clients that never read a 28 MB static
+file held all of ``--max-connections 4`` (every later client got 503, for good, and SIGTERM never
+finished); six that never read a 58 MB composite PNG (a 2.7 MB upload) kept 356 MB of the
+server's memory and their sockets after their connections were counted as closed.
+
 The guard is a subclass of uvicorn's own HTTP protocol (``uvicorn.Config(http=...)`` takes a
 class); it uses the asyncio ``Protocol`` methods plus uvicorn's ``cycle`` (the request being
 served) and ``on_response_complete`` hooks, which both of uvicorn's HTTP implementations have.
@@ -24,6 +31,7 @@ import asyncio
 import dataclasses
 import logging
 import resource
+import struct
 from typing import Any
 
 from .config import ServerConfig
@@ -43,9 +51,10 @@ class ConnectionGuard:
     """The connections of one server: which are open, and which wait for a request head
     (oldest first: a dict keeps insertion order)."""
 
-    def __init__(self, max_connections: int, header_timeout_s: float) -> None:
+    def __init__(self, max_connections: int, header_timeout_s: float, send_timeout_s: float = 30.0) -> None:
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
+        self.send_timeout_s = send_timeout_s
         self.open: set[Any] = set()
         self.waiting: dict[Any, None] = {}
         self.log = logging.getLogger(LOGGER)
@@ -72,6 +81,8 @@ class _GuardedProtocol:
     _refused = False
     _timer: asyncio.TimerHandle | None = None
     _idle_cycle: Any = None
+    _send_timer: asyncio.TimerHandle | None = None
+    _unsent = 0  # bytes waiting in the transport's buffer at the send clock's last tick
 
     def connection_made(self, transport: Any) -> None:
         if not self.guard.admit():
@@ -98,6 +109,7 @@ class _GuardedProtocol:
         if self._refused:
             return
         self._stop_waiting()
+        self._stop_send_clock()
         self.guard.open.discard(self)
         super().connection_lost(exc)  # type: ignore[misc]
 
@@ -127,6 +139,64 @@ class _GuardedProtocol:
         self.guard.open.discard(self)
         if not self.transport.is_closing():  # type: ignore[attr-defined]
             self.transport.close()  # type: ignore[attr-defined]
+        if self.transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            self._start_send_clock()  # close() waits for the rest of an answer: not forever
+
+    # -- the send clock: a client must keep taking its answer
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        self._start_send_clock()  # the socket took no more: the app waits until it drains
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        if not self.transport.is_closing():  # type: ignore[attr-defined]
+            self._stop_send_clock()  # (a closing one still has its last bytes to send)
+
+    def _start_send_clock(self) -> None:
+        # While the clock runs nothing is added to the buffer (the app waits in uvicorn's
+        # drain, or the connection is closing), so unsent bytes that have not shrunk mean the
+        # client took nothing for a whole tick.
+        if self._send_timer is None:
+            self._unsent = self._unsent_bytes()
+            self._send_timer = self.loop.call_later(self.guard.send_timeout_s, self._send_tick)  # type: ignore[attr-defined]
+
+    def _unsent_bytes(self) -> int:
+        """The connection's buffer plus what the kernel holds unacknowledged: the kernel takes
+        from the buffer only once megabytes are free in its own queue, so a slow reader (20 kB/s)
+        can go minutes without the buffer shrinking while the kernel's queue does."""
+        return self.transport.get_write_buffer_size() + kernel_unsent(self.transport)  # type: ignore[attr-defined]
+
+    def _stop_send_clock(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_tick(self) -> None:
+        self._send_timer = None
+        if not self.transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            return  # all handed to the kernel, which sends (or gives up on) the rest itself
+        if self._unsent_bytes() < self._unsent:  # slow but reading: another tick
+            self._start_send_clock()
+            return
+        self.guard.log.warning("closed connections that read none of their answer for %g s (--send-timeout)",
+                               self.guard.send_timeout_s)
+        self.guard.open.discard(self)
+        self._stop_waiting()
+        self.transport.abort()  # type: ignore[attr-defined]  # drops the unsent bytes; close() would wait
+
+
+def kernel_unsent(transport: Any) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the client (Linux
+    ``TIOCOUTQ``); 0 where that cannot be read."""
+    sock = transport.get_extra_info("socket")
+    try:
+        import fcntl
+        import termios
+
+        out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (AttributeError, ImportError, OSError):
+        return 0
+    return struct.unpack("i", out)[0]
 
 
 def guarded_protocol(guard: ConnectionGuard, base: type[asyncio.Protocol] | None = None
@@ -144,8 +214,12 @@ def uvicorn_config(app: Any, cfg: ServerConfig, **kwargs: Any) -> Any:
     and the tests both start servers through it)."""
     import uvicorn
 
-    guard = ConnectionGuard(cfg.max_connections, cfg.header_timeout_s)
+    guard = ConnectionGuard(cfg.max_connections, cfg.header_timeout_s, cfg.send_timeout_s)
     kwargs.setdefault("access_log", False)
+    # On SIGTERM/SIGINT uvicorn waits for every connection to close, without a bound by default:
+    # one client reading a large answer a byte at a time kept the server from exiting. A request
+    # in progress has its answer within --timeout; after that the rest are closed.
+    kwargs.setdefault("timeout_graceful_shutdown", cfg.timeout_s)
     return uvicorn.Config(app, http=guarded_protocol(guard), **kwargs)
 
 

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 
 LOGGER = "portraitseg.server"
-# The loggers a running server writes to: ours, uvicorn's, and asyncio's (accept errors and
-# exceptions in callbacks go through the loop's default exception handler).
-SERVER_LOGGERS = (LOGGER, "uvicorn.error", "asyncio")
+# The loggers a running server writes to: ours, uvicorn's, asyncio's (accept errors and
+# exceptions in callbacks go through the loop's default exception handler), and the multipart
+# parser's, which warns once per malformed body (named ``multipart`` before python-multipart 0.0.13).
+SERVER_LOGGERS = (LOGGER, "uvicorn.error", "asyncio", "python_multipart.multipart", "multipart.multipart")
 # Errors of the machine, not of the code: a traceback adds nothing to their one line.
 RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ENOSPC, errno.EDQUOT}
 

@@ -1,0 +1,212 @@
+"""Clients that misbehave after their request is in: they stop reading the answer, or the server
+is stopped while they do; and one bad multipart body logged per request.
+
+Each test starts its own 127.0.0.1 server, with a web folder holding one large static file (an
+answer far larger than the sockets' buffers, which on loopback take a few MB), and stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import io
+import logging
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="server tests need `pip install portraitseg[server]`")
+pytest.importorskip("uvicorn", reason="server tests need `pip install portraitseg[server]`")
+pytest.importorskip("multipart", reason="server tests need python-multipart")
+
+from PIL import Image  # noqa: E402
+from served import LiveServer, multipart, serve, wait_until  # noqa: E402
+
+from portraitseg.runtimes import open_model  # noqa: E402
+from portraitseg.server import ServerConfig  # noqa: E402
+
+BIG = 24 * 1024 * 1024  # the static file's size
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return open_model("default", backend="onnx", threads=1)
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("web")
+    (folder / "index.html").write_text("<html><body>app</body></html>")
+    with open(folder / "big.bin", "wb") as f:
+        f.truncate(BIG)  # zeros: nothing compresses on the wire, so all of it must be sent
+    return folder
+
+
+def non_reader(port: int, path: str) -> socket.socket:
+    """A client that asks for ``path`` and then reads nothing (a small receive buffer, so the
+    server's side fills up at once)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def drain(sock: socket.socket, seconds: float = 10) -> int:
+    """Bytes the client can still read before the server's close (EOF or reset)."""
+    sock.settimeout(seconds)
+    got = 0
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        while chunk := sock.recv(1 << 20):
+            got += len(chunk)
+    return got
+
+
+def healthz(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def live(runtime, web: Path, **cfg) -> Iterator[LiveServer]:
+    with LiveServer(ServerConfig(worker_threads=1, web_dir=web, **cfg), runtime) as server:
+        yield server
+
+
+def test_clients_that_never_read_cannot_lock_the_server_out(runtime, web: Path) -> None:
+    """Before: every connection stayed busy for good and every later client got 503."""
+    with live(runtime, web, max_connections=2, send_timeout_s=1.0) as server:
+        stalled = [non_reader(server.port, "/big.bin") for _ in range(2)]
+        try:
+            wait_until(lambda: len(server.guard.open) == 2 and not server.guard.waiting, 10,
+                       "both answers started")
+            assert healthz(server.port) == 503  # all connections busy: the cap holds...
+            # ...until the send timeout closes the clients that take nothing.
+            wait_until(lambda: not server.guard.open, 10, "the non-readers to be closed")
+            assert healthz(server.port) == 200
+            for sock in stalled:
+                assert drain(sock) < BIG  # cut off, not waiting to be sent the rest
+        finally:
+            for sock in stalled:
+                sock.close()
+
+
+def test_slow_readers_get_their_whole_answer(runtime, web: Path) -> None:
+    """The send timeout is about no progress at all: a client reading 40 kB/s for several
+    timeouts (the server's own buffer does not shrink all that while: the kernel's queue takes
+    from it only once megabytes are free) keeps its connection and gets every byte."""
+    with live(runtime, web, send_timeout_s=1.0) as server:
+        sock = non_reader(server.port, "/big.bin")
+        try:
+            got = 0
+            end = time.monotonic() + 4
+            while time.monotonic() < end:  # slow: 4 kB every 0.1 s
+                time.sleep(0.1)
+                chunk = sock.recv(4096)
+                assert chunk, f"closed after {got} of {BIG} bytes"
+                got += len(chunk)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            while chunk := sock.recv(1 << 20):  # then the rest at full speed
+                got += len(chunk)
+                if got >= BIG:
+                    break
+            assert got > BIG  # the body and its head
+        finally:
+            sock.close()
+
+
+def composite_request(port: int) -> tuple[socket.socket, int]:
+    """A non-reading client of a composite PNG ~20x its 1.4 MB upload (a flat photo over an
+    upscaled noise background); returns the socket and the answer's Content-Length."""
+    rng = np.random.default_rng(0)
+    parts = {"image": (encoded(Image.new("RGB", (2400, 2400), (30, 200, 40))), "image/jpeg"),
+             "background_image": (encoded(Image.fromarray(rng.integers(0, 255, (1000, 1000, 3), np.uint8))),
+                                  "image/jpeg")}
+    body, ctype = multipart(parts)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"POST /v1/segment?output=composite&format=png HTTP/1.1\r\nHost: x\r\n"
+                 f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    lines = head.lower().split(b"\r\n")
+    length = int(next(line.split(b":")[1] for line in lines if line.startswith(b"content-length")))
+    return sock, length
+
+
+def encoded(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=60)
+    return buf.getvalue()
+
+
+def test_unread_finished_answers_are_dropped(runtime, web: Path) -> None:
+    """A finished answer waits whole in the connection's buffer. Before: six clients that never
+    read a 58 MB composite kept 356 MB of the server's memory, for as long as they stayed, and
+    could still read all of it later."""
+    with live(runtime, web, send_timeout_s=0.5, header_timeout_s=0.5) as server:
+        sock, length = composite_request(server.port)
+        try:
+            assert length > 8_000_000  # far more than the sockets' buffers take
+            time.sleep(3)  # the header timeout (idle once answered) and a few send-timeout ticks
+            assert not server.guard.open
+            assert drain(sock) < length  # before: all of it, kept for the client all that while
+        finally:
+            sock.close()
+
+
+def test_sigterm_exits_in_bounded_time_with_a_non_reader(tmp_path: Path, web: Path) -> None:
+    """Before: with one client not reading a large answer, SIGTERM never finished (uvicorn
+    waits for every connection to close, without a bound)."""
+    with serve(tmp_path, "--web-dir", str(web), "--timeout", "2", "--send-timeout", "600") as s:
+        sock = non_reader(s.port, "/big.bin")
+        try:
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            s.proc.send_signal(signal.SIGTERM)
+            s.proc.wait(timeout=20)  # before: TimeoutExpired
+            assert time.monotonic() - t0 < 15
+        finally:
+            sock.close()
+    assert "Traceback" not in "\n".join(s.stderr)
+
+
+def test_a_bad_multipart_body_is_logged_once_per_cause(runtime, web: Path) -> None:
+    """python-multipart logs a warning for each malformed body: one line per request, as many
+    as a client sends (before: 5 requests, 5 lines)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    names = ["python_multipart.multipart", "multipart.multipart"]
+    for name in names:
+        logging.getLogger(name).addHandler(handler)
+    try:
+        with live(runtime, web) as server:
+            for _ in range(5):
+                reply = server.request("POST", "/v1/segment", b"\x00\xff" * 500,
+                                       {"Content-Type": "multipart/form-data; boundary=bnd"})
+                assert reply.status == 400 and reply.json()["error"]
+    finally:
+        for name in names:
+            logging.getLogger(name).removeHandler(handler)
+    assert len(records) == 1, [r.getMessage() for r in records]
