@@ -17,6 +17,7 @@ ValueError naming the file for a write that fails (read-only folder, disk full).
 
 from __future__ import annotations
 
+import errno as errno_codes
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -174,9 +175,23 @@ def plan_writes(files: Mapping[Path, bytes], overwrite: bool) -> WritePlan:
     return plan
 
 
+class WriteError(ValueError):
+    """A result that could not be written; the message names the file, ``errno`` is the OS's
+    (so a batch can tell a full or read-only disk, where every next file fails too)."""
+
+    def __init__(self, message: str, errno: int | None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    @property
+    def out_of_space(self) -> bool:
+        """A full disk, a quota or a read-only file system: nothing more can be written there."""
+        return self.errno in (errno_codes.ENOSPC, errno_codes.EDQUOT, errno_codes.EROFS)
+
+
 def write_files(files: Mapping[Path, bytes]) -> list[Path]:
     """Write each file atomically (temporary file + rename); an OS error becomes one line
-    naming the file and how many of the others were already written."""
+    naming the file and how many of the others were already written (a :class:`WriteError`)."""
     written: list[Path] = []
     for path, data in files.items():
         try:
@@ -184,7 +199,7 @@ def write_files(files: Mapping[Path, bytes]) -> list[Path]:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             done = f"; {len(written)} of {len(files)} file(s) were written before it" if written else ""
-            raise ValueError(f"{path}: cannot write ({reason}){done}") from exc
+            raise WriteError(f"{path}: cannot write ({reason}){done}", exc.errno) from exc
         written.append(path)
     return written
 

@@ -215,3 +215,36 @@ def test_one_photo_named_twice_is_one_image(photo: Path, tmp_path: Path,
              str(folder / "*.jpg")]
     assert predict(*twice, "-o", str(tmp_path / "out")) == 0
     assert "1 image(s) done, 0 failed, 1 file(s) written" in capfd.readouterr().err
+
+
+def test_a_full_disk_stops_the_batch_in_one_line_and_the_rerun_finishes(photo: Path, tmp_path: Path,
+                                                                        capfd: pytest.CaptureFixture) -> None:
+    # A real 200 KB tmpfs: every image after the disk filled failed too, one line each ('[Errno
+    # 28] No space left on device', not naming the file), while each was still segmented.
+    from PIL import Image
+
+    from small_disk import tmpfs
+
+    small = Image.open(photo).resize((160, 160))  # about 6 images' outputs fill the disk
+    for i in range(12):
+        small.rotate(i).save(photo.parent / f"p{i:02}.jpg")
+    photo.unlink()
+    kinds = ["--output", "mask", "--output", "grid"]
+    big = tmp_path / "big"
+    with tmpfs(tmp_path / "disk", size="200k") as disk:
+        out = disk / "out"
+        assert predict(str(photo.parent), "-o", str(out), *kinds) == 1
+        err = capfd.readouterr().err.splitlines()
+        full = [line for line in err if "No space left on device" in line]
+        assert len(full) == 1 and full[0].endswith(": cannot write (No space left on device)"), err
+        assert full[0].startswith(f"{photo.parent}/p") and f": {out}/p" in full[0]
+        assert err[-1].startswith("stopped (the output folder cannot take more files) after ")
+        made = [p for p in out.iterdir() if p.name != RECORD_NAME]
+        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")] and 0 < len(made) < 24
+        for path in made:
+            Image.open(path).load()  # whole files only
+        shutil.copytree(out, big)
+    # Finished on a larger disk: what was written is kept, the rest computed.
+    assert predict(str(photo.parent), "-o", str(big), *kinds) == 0
+    assert len([p for p in big.iterdir() if p.name != RECORD_NAME]) == 24
+    assert "not recomputed" in capfd.readouterr().err

@@ -15,7 +15,7 @@ import numpy as np
 from ..colour import COLOUR_SYNTAX
 from ..data.datasets import IMAGE_SUFFIXES, not_a_file
 from ..defaults import MAX_PIXELS
-from ..outfiles import OutputClaims, check_folder, plan_writes
+from ..outfiles import OutputClaims, WriteError, check_folder, plan_writes, write_files
 from ..runtimes.factory import BACKENDS
 from ._common import MODEL_HELP, add_postprocess_flags, positive_int, postprocess_config, thread_count
 from .predict_record import RECORD_NAME, Record, file_digest, recipe_digest
@@ -251,12 +251,10 @@ def write_outputs(encoded: dict[Path, bytes], overwrite: bool, summary: Summary)
     """Write what changed. An existing output with the same bytes is left alone (so a rerun of
     the same command succeeds); one with different content is refused unless ``overwrite``,
     before anything of this image is written."""
-    from ..data.io import write_atomic
-
     plan = plan_writes(encoded, overwrite)
     summary.unchanged += len(plan.unchanged)
     for out, data in plan.todo.items():
-        write_atomic(out, data)
+        write_files({out: data})  # a failure names the output file (WriteError)
         summary.written += 1  # counted per file, so a failure mid-image still reports the truth
 
 
@@ -337,15 +335,16 @@ def process(job: Job, paths: dict[str, Path], batch: Batch) -> None:
     batch.record.add({out: (wanted[out], data) for out, data in encoded.items()}, input_digest)
 
 
-def report(summary: Summary, outdir: Path, interrupted: tuple[int, int] | None = None) -> None:
+def report(summary: Summary, outdir: Path, interrupted: tuple[int, int] | None = None,
+           stopped: str = "interrupted") -> None:
     """The last line: counts; when ``interrupted`` = (images reached, images in all), how far it
-    got and how to finish."""
+    got (``stopped``: why it ended early) and how to finish."""
     same = f", {summary.unchanged} already up to date" if summary.unchanged else ""
     skipped = f" ({summary.skipped} not recomputed)" if summary.skipped else ""
     counts = (f"{summary.done} image(s) done, {summary.failed} failed, {summary.written} file(s) written "
               f"to {outdir}{same}{skipped}")
     if interrupted:
-        counts = (f"interrupted after {interrupted[0]} of {interrupted[1]} image(s): {counts}; "
+        counts = (f"{stopped} after {interrupted[0]} of {interrupted[1]} image(s): {counts}; "
                   "run the same command again to finish (done images are skipped, not recomputed)")
     print(counts, file=sys.stderr)
 
@@ -384,10 +383,21 @@ def run(args: argparse.Namespace) -> int:
                     # DataError messages already start with the path.
                     line = text if text.startswith(str(job.path)) else f"{job.path}: {text}"
                     tqdm.write(line, file=sys.stderr)
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM via sigterm_as_exit
+                    if isinstance(exc, WriteError) and exc.out_of_space:
+                        # Every next image would fail the same way, one line each: stop here.
+                        raise OutOfSpace from exc
+    except (KeyboardInterrupt, SystemExit, OutOfSpace) as exc:  # Ctrl-C, SIGTERM via sigterm_as_exit
         bar.close()
         reached = summary.done + summary.failed - len(errors)  # errors: inputs that were not found
-        report(summary, args.outdir, interrupted=(reached, len(jobs)))
+        full = isinstance(exc, OutOfSpace)
+        report(summary, args.outdir, interrupted=(reached, len(jobs)),
+               stopped="stopped (the output folder cannot take more files)" if full else "interrupted")
+        if full:
+            return 1
         raise
     report(summary, args.outdir)
     return 1 if summary.failed else 0
+
+
+class OutOfSpace(Exception):
+    """The output disk is full or read-only: the batch stops (predict's ``run``)."""
