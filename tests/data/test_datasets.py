@@ -245,5 +245,5 @@ def test_find_images_reports_fifos_and_folders_it_cannot_read(tmp_path: Path) ->
         locked.chmod(0o755)
     files, errors = json.loads(result.stdout)
     assert files == [str(tmp_path / "a.jpg")]
-    assert errors == [f"{tmp_path / 'fifo.png'}: not a regular file (a FIFO, socket or device); skipped",
+    assert errors == [f"{tmp_path / 'fifo.png'}: not a regular file (a FIFO, socket or device)",
                       f"{locked}: cannot read the folder (Permission denied); its images are skipped"]

@@ -39,7 +39,7 @@ under OUTDIR) or glob patterns (quote them; ** is recursive); folders and globs 
 outputs (*.mask.png, ...). Inputs are never overwritten; an existing output with the same
 content is left as it is (so rerunning a command succeeds), one with different content is
 refused unless --overwrite. A bad file is reported as 'path: problem' and skipped; the exit
-code is then 1.
+code is then 1. A full or read-only output disk stops the run (one line; rerun to finish).
 
 Rerunning (e.g. after Ctrl-C) skips every image whose outputs are up to date -- same input
 bytes, model, options and portraitseg version, outputs unchanged since -- without decoding it

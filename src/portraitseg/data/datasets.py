@@ -30,7 +30,7 @@ def not_a_file(path: Path) -> str | None:
     if path.is_symlink():
         return f"{path}: broken symbolic link or symlink loop"
     if path.exists():
-        return f"{path}: not a regular file (a FIFO, socket or device); skipped"
+        return f"{path}: not a regular file (a FIFO, socket or device)"
     return None
 
 
