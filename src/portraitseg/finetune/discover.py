@@ -138,6 +138,21 @@ def _stage_pairs(pairs: dict[str, tuple[Path, Path]], stage: Path) -> None:
         os.symlink(mask.resolve(), stage / "masks" / f"{stem}.png")
 
 
+def as_given(line: str, stage: Path) -> str:
+    """A ``'path: problem'`` line about a pair linked under ``stage`` (``OUT/data``), told with
+    the user's own file: ``photos/x_mask.png``, not ``OUT/data/photos/masks/x.png``."""
+    path, sep, rest = line.partition(": ")
+    link = Path(path)
+    if not sep or not link.is_symlink() or not link.parent.resolve().is_relative_to(stage.resolve()):
+        return line
+    target = Path(os.readlink(link))
+    try:
+        target = target.relative_to(Path.cwd())  # as short as the user would write it
+    except ValueError:
+        pass
+    return f"{target}: {rest}"
+
+
 def _unique(name: str, taken: set[str]) -> str:
     out, i = name, 2
     while out in taken:

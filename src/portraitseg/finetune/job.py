@@ -16,6 +16,7 @@ The steps, each reusing the package's own mechanism:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -35,7 +36,7 @@ from .caches import (
     replay_datasets,
     write_split,
 )
-from .discover import Discovery, Source, discover, split_off
+from .discover import Discovery, Source, as_given, discover, split_off
 from .recipe import FinetuneRecipe
 from .report import BeforeAfter, CardFacts, before_after, model_card, use_lines
 
@@ -227,14 +228,18 @@ def build_caches(job: FinetuneJob, parts: Parts) -> tuple[list[CacheResult], Cac
 
     size, quality, folder = job.recipe.input_size, job.recipe.cache_quality, job.out / "cache"
 
+    def given(lines: list[str]) -> list[str]:  # the user's files, not our links to them
+        return [as_given(line, job.out / "data") for line in lines]
+
     def cache(sources: list[CacheSource], name: str, what: str) -> CacheResult:
         try:
             # At the training size: the trainer crops and resizes from there, as with `portraitseg cache`.
-            return cached(sources, folder / name, size, quality)
+            result = cached(sources, folder / name, size, quality)
+            return dataclasses.replace(result, skipped=given(result.skipped))
         except NoSamplesError as exc:
             # Say why each pair was left out before the one-line error (it said only 'no readable
             # samples to cache'), as the end of a run does.
-            report_skipped(list(dict.fromkeys(parts.problems + exc.skipped)))
+            report_skipped(list(dict.fromkeys(parts.problems + given(exc.skipped))))
             raise DataError(f"{exc}: every image of the {what} was left out (listed above)") from None
 
     train = [cache(parts.train, "train.npz", "training part")]
