@@ -11,6 +11,7 @@ that cause after ``interval_s``.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import threading
@@ -62,11 +63,18 @@ class CauseFilter(logging.Filter):
     def _one_line(record: logging.LogRecord, dropped: int, since_s: float | None) -> None:
         exc = record.exc_info[1] if record.exc_info else None
         resource = isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS
-        if not (resource or dropped):
+        # A request still running when shutdown's wait (--timeout) ran out is cancelled:
+        # uvicorn logged a 40-line traceback of library frames for each.
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        if not (resource or cancelled or dropped):
             return
         text = record.getMessage()
         if resource:
             text = f"{text.split(chr(10), 1)[0]}: {exc}"
+            record.exc_info, record.exc_text = None, None
+        elif cancelled:
+            why = str(exc) or "shutdown"
+            text = f"{text.split(chr(10), 1)[0]}: a request still in progress was cancelled ({why})"
             record.exc_info, record.exc_text = None, None
         if dropped:
             text = f"{text} (and {dropped} more like it in the last {since_s:.0f} s)"
