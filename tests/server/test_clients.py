@@ -213,3 +213,48 @@ def test_a_bad_multipart_body_is_logged_once_per_cause(runtime, web: Path) -> No
         for name in names:
             logging.getLogger(name).removeHandler(handler)
     assert len(records) == 1, [r.getMessage() for r in records]
+
+
+ASTRONAUT = Path(__file__).resolve().parents[2] / "src" / "portraitseg" / "assets" / "astronaut.jpg"
+
+
+def form(*parts: tuple[str, bytes, str | None]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body of (name, data, filename or None) parts."""
+    out = b""
+    for name, data, filename in parts:
+        fn = f'; filename="{filename}"' if filename is not None else ""
+        head = f'--bnd\r\nContent-Disposition: form-data; name="{name}"{fn}\r\n'
+        head += "Content-Type: image/jpeg\r\n\r\n"
+        out += head.encode() + data + b"\r\n"
+    return out + b"--bnd--\r\n", {"Content-Type": "multipart/form-data; boundary=bnd"}
+
+
+@pytest.mark.parametrize(("query", "parts", "text"), [
+    # Before: a good first image with a broken second got "image is not a readable image"...
+    ("", [("image", "photo"), ("image", "junk")], "field 'image' was given 2 times"),
+    # ...and two good ones segmented the second, 200.
+    ("", [("image", "photo"), ("image", "photo")], "field 'image' was given 2 times"),
+    ("?output=composite", [("image", "photo"), ("background_image", "photo"), ("background_image", "photo")],
+     "field 'background_image' was given 2 times"),
+    ("?output=mask&output=cutout", [("image", "photo")], "query parameter 'output' was given 2 times"),
+    ("?format=png&format=jpeg&format=png", [("image", "photo")],
+     "query parameter 'format' was given 3 times"),
+])
+def test_what_is_given_twice_is_400(runtime, web: Path, query: str, parts: list, text: str) -> None:
+    photo = ASTRONAUT.read_bytes()
+    body, headers = form(*[(name, photo if what == "photo" else b"junk", "x.jpg") for name, what in parts])
+    with live(runtime, web) as server:
+        reply = server.request("POST", f"/v1/segment{query}", body, headers)
+        assert reply.status == 400 and reply.json() == {"error": f"{text}; give it once"}
+        ok = server.request("POST", "/v1/segment?output=mask&unknown=1&unknown=2",
+                            *form(("image", photo, "x.jpg")))
+        assert ok.status == 200  # one of each (unknown keys are ignored, as by any web API)
+
+
+def test_an_image_without_a_filename_says_it_must_be_a_file(runtime, web: Path) -> None:
+    """Before: "image: Value error, Expected UploadFile, received: <class 'str'>"."""
+    with live(runtime, web) as server:
+        reply = server.request("POST", "/v1/segment", *form(("image", ASTRONAUT.read_bytes(), None)))
+        assert reply.status == 400
+        assert reply.json()["error"] == ("image: must be a file (a part with a filename, as curl -F "
+                                         "'image=@photo.jpg' sends)")

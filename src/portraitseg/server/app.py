@@ -108,6 +108,7 @@ def create_app(cfg: ServerConfig | None = None, runtime: Runtime | None = None):
                          504: {"description": "timed out"},
                          507: {"description": "the server's temporary storage is full"}})
     async def segment(
+        request: Request,
         image: Annotated[UploadFile, File(description="the photo (JPEG/PNG/WebP/BMP/GIF/TIFF)")],
         background_image: Annotated[UploadFile | None, File(description="composite background image")] = None,
         output: Annotated[Output, Query()] = Output.mask,
@@ -116,6 +117,7 @@ def create_app(cfg: ServerConfig | None = None, runtime: Runtime | None = None):
                                                "jpeg)")] = None,
     ) -> Response:
         deadline = time.monotonic() + cfg.timeout_s
+        _check_given_once(request.query_params, await request.form())
         fmt = format or (Format.jpeg if output is Output.composite else Format.png)
         if output is Output.cutout and fmt is not Format.png:
             raise ApiError(400, "output=cutout has an alpha channel: use format=png")
@@ -213,6 +215,20 @@ def _check_part_type(part: Any, name: str) -> None:
         raise ApiError(415, f"field {name!r} must be an image; got content type {ctype!r}")
 
 
+# What a request may give once: with two, FastAPI silently took the last one (two ``image`` parts:
+# the second was segmented, or its error reported for a good first one).
+SINGLE_QUERY = ("output", "background", "format")
+SINGLE_FIELDS = ("image", "background_image")
+
+
+def _check_given_once(query: Any, form: Any) -> None:
+    for where, keys, items in (("query parameter", SINGLE_QUERY, query), ("field", SINGLE_FIELDS, form)):
+        for key in keys:
+            n = len(items.getlist(key))
+            if n > 1:
+                raise ApiError(400, f"{where} {key!r} was given {n} times; give it once")
+
+
 async def _run_in_pool(pool: ThreadPoolExecutor, engine: Engine, req: SegmentRequest,
                        prepared: Prepared) -> SegmentResult:
     future = pool.submit(engine.run, req, prepared)
@@ -233,6 +249,8 @@ def _validation_message(exc: Any) -> str:
         msg = err.get("msg", "invalid")
         if err.get("type") == "missing":
             msg = "required field is missing"
+        elif "UploadFile" in msg:  # a form field without a filename: a value, not a file
+            msg = "must be a file (a part with a filename, as curl -F 'image=@photo.jpg' sends)"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
 
