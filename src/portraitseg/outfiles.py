@@ -189,6 +189,14 @@ class WriteError(ValueError):
         return self.errno in (errno_codes.ENOSPC, errno_codes.EDQUOT, errno_codes.EROFS)
 
 
+class OutOfSpace(Exception):
+    """A batch (predict, bulk) stops: its output disk is full or read-only (a :class:`WriteError`
+    whose ``out_of_space``), so every next image would fail the same way, one line each."""
+
+
+STOPPED_LINE = "stopped (the output folder cannot take more files)"
+
+
 def write_files(files: Mapping[Path, bytes]) -> list[Path]:
     """Write each file atomically (temporary file + rename); an OS error becomes one line
     naming the file and how many of the others were already written (a :class:`WriteError`)."""

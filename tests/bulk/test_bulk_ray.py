@@ -301,3 +301,26 @@ def test_a_driver_killed_mid_job_is_finished_by_the_rerun(ray_address: str, big_
     assert summary.skipped >= before  # every image finished before the rerun: not redone
     assert sum(summary.workers.values()) == COPIES - summary.skipped >= unread
     check_outputs(src, out, expected)
+
+
+def test_a_full_disk_stops_the_job_in_one_line(ray_address: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # A real 200 KB tmpfs: each of the 400 images after the disk filled was a line of its own
+    # ('...: cannot write (No space left on device)'), as predict's were.
+    from small_disk import tmpfs
+
+    src = tmp_path / "in"
+    src.mkdir()
+    small = Image.open(ASSETS[0]).resize((160, 160))  # about 6 images' outputs fill the disk
+    for i in range(40):
+        small.rotate(i).save(src / f"p{i:02}.jpg")
+    with tmpfs(tmp_path / "disk", size="200k") as disk:
+        out = disk / "out"
+        args = predict_args([str(src)], out, ("mask", "grid"))
+        assert main(["bulk", *args, "--address", ray_address, "--batch-size", "2"]) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert len([line for line in err if "No space left on device" in line]) == 1, err
+        assert err[-1].startswith("stopped (the output folder cannot take more files) after "), err
+        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+        for path in out.glob("p*.*"):
+            Image.open(path).load()  # whole files only

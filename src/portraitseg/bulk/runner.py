@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..commands.predict import Summary
 from ..locate import install_hint
+from ..outfiles import OutOfSpace
 from .settings import BulkSettings, Resources
 from .stages import SegmentActor, check_batch, decode_batch, encode_batch, write_batch
 
@@ -254,12 +255,15 @@ def _execute(rows: list[dict[str, Any]], job: FileJob, kinds: tuple[str, ...], r
 def _count(status: dict[str, Any], summary: BulkSummary, bar: Any) -> None:
     from tqdm import tqdm
 
-    columns = ("error", "skipped", "written", "unchanged", "worker")
-    for error, skipped, written, unchanged, worker in zip(*(status[c] for c in columns)):
+    columns = ("error", "skipped", "written", "unchanged", "full", "worker")
+    for error, skipped, written, unchanged, full, worker in zip(*(status[c] for c in columns)):
         if error:
             summary.failed += 1
             summary.errors.append(str(error))
             tqdm.write(str(error), file=sys.stderr)
+            if full:  # every next image would fail the same way, one line each: as predict, stop
+                summary.written += int(written)
+                raise OutOfSpace(str(error))
         else:
             summary.done += 1
             if skipped:

@@ -239,17 +239,20 @@ def output_column(kind: str) -> str:
 def write_batch(batch: Batch, outdir: str, recipes: dict[str, str], overwrite: bool) -> Batch:
     """Write each row's encoded outputs with predict's rules and add them to predict's record
     (one append per image); -> one status row per image: ``idx``, ``error``, ``skipped``,
-    ``written``/``unchanged`` file counts (predict's) and the segmenting ``worker``."""
+    ``written``/``unchanged`` file counts (predict's), ``full`` (the output disk is full or
+    read-only: the job stops) and the segmenting ``worker``."""
     from ..commands.predict import Summary, write_outputs
     from ..commands.predict_record import Record
+    from ..outfiles import WriteError
 
     names = _names(batch)
     errors, idle = _errors(batch, len(names)), _idle(batch, len(names))
     skipped = [bool(x) for x in batch["skipped"]]
     record = Record(Path(outdir))  # appends only: every row's lines go to the one file
-    written, unchanged = [], []
+    written, unchanged, full = [], [], []
     for i, name in enumerate(names):
         counts = Summary()
+        full.append(False)
         if skipped[i]:
             counts.unchanged = len(recipes)  # as predict counts a skipped image
         elif not idle[i]:
@@ -261,8 +264,9 @@ def write_batch(batch: Batch, outdir: str, recipes: dict[str, str], overwrite: b
                            str(batch["input_digest"][i]))
             except (ValueError, OSError) as exc:  # different content without --overwrite, disk full...
                 errors[i] = error_line(name, exc)
+                full[-1] = isinstance(exc, WriteError) and exc.out_of_space  # the driver stops the job
         written.append(counts.written)
         unchanged.append(counts.unchanged)
     return {"idx": batch["idx"], "error": np.array(errors, dtype=object), "skipped": np.array(skipped, bool),
             "written": np.array(written, np.int64), "unchanged": np.array(unchanged, np.int64),
-            "worker": batch["worker"]}
+            "full": np.array(full, bool), "worker": batch["worker"]}

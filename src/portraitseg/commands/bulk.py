@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bulk.runner import import_ray
     from ..cli import CLIError, install_hint
     from ..inference import parse_background
+    from ..outfiles import STOPPED_LINE, OutOfSpace
     from ._common import postprocess_config, sigterm_as_exit
 
     try:
@@ -83,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         if summary.total:
             predict.report(summary, args.outdir, interrupted=(summary.reached, summary.total))
         raise
+    except OutOfSpace:  # the output disk is full or read-only: the job stopped, as predict does
+        predict.report(summary, args.outdir, interrupted=(summary.reached, summary.total),
+                       stopped=STOPPED_LINE)
+        return 1
     except Exception as exc:
         # A Ray failure (a node lost, a worker that cannot start...); Ray's task errors also
         # subclass the worker's exception type, so they are told apart by their origin.

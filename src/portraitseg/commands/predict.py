@@ -15,7 +15,15 @@ import numpy as np
 from ..colour import COLOUR_SYNTAX
 from ..data.datasets import IMAGE_SUFFIXES, not_a_file
 from ..defaults import MAX_PIXELS
-from ..outfiles import OutputClaims, WriteError, check_folder, plan_writes, write_files
+from ..outfiles import (
+    STOPPED_LINE,
+    OutOfSpace,
+    OutputClaims,
+    WriteError,
+    check_folder,
+    plan_writes,
+    write_files,
+)
 from ..runtimes.factory import BACKENDS
 from ._common import MODEL_HELP, add_postprocess_flags, positive_int, postprocess_config, thread_count
 from .predict_record import RECORD_NAME, Record, file_digest, recipe_digest
@@ -391,13 +399,9 @@ def run(args: argparse.Namespace) -> int:
         reached = summary.done + summary.failed - len(errors)  # errors: inputs that were not found
         full = isinstance(exc, OutOfSpace)
         report(summary, args.outdir, interrupted=(reached, len(jobs)),
-               stopped="stopped (the output folder cannot take more files)" if full else "interrupted")
+               stopped=STOPPED_LINE if full else "interrupted")
         if full:
             return 1
         raise
     report(summary, args.outdir)
     return 1 if summary.failed else 0
-
-
-class OutOfSpace(Exception):
-    """The output disk is full or read-only: the batch stops (predict's ``run``)."""
