@@ -258,3 +258,23 @@ def test_an_image_without_a_filename_says_it_must_be_a_file(runtime, web: Path) 
         assert reply.status == 400
         assert reply.json()["error"] == ("image: must be a file (a part with a filename, as curl -F "
                                          "'image=@photo.jpg' sends)")
+
+
+def test_two_content_types_are_400(runtime, web: Path) -> None:
+    """Before: the guard checked the last Content-Type (multipart), FastAPI parsed the body as
+    the first, and the client was told "image: required field is missing"."""
+    body, headers = form(("image", ASTRONAUT.read_bytes(), "x.jpg"))
+    with live(runtime, web) as server:
+        for first in ("text/plain", "application/x-www-form-urlencoded", headers["Content-Type"]):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            try:
+                sock.sendall(f"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: {first}\r\n"
+                             f"Content-Type: {headers['Content-Type']}\r\nContent-Length: {len(body)}\r\n"
+                             "Connection: close\r\n\r\n".encode() + body)
+                reply = b""
+                while chunk := sock.recv(65536):
+                    reply += chunk
+            finally:
+                sock.close()
+            assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
+            assert reply.endswith(b'{"error": "the Content-Type header was given 2 times; give it once"}')

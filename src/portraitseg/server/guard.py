@@ -60,6 +60,13 @@ class GuardMiddleware:
                             [(b"allow", b"POST")])
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # Two Content-Types: this dict keeps the last, FastAPI's parser reads the first, so a
+        # checked multipart body was parsed as another type (400 "image: required field is missing").
+        types = sum(1 for k, _ in scope["headers"] if k.lower() == b"content-type")
+        if types > 1:
+            why = f"the Content-Type header was given {types} times; give it once"
+            await send_json(send, 400, {"error": why})
+            return
         ctype = headers.get("content-type", "")
         if not ctype.lower().startswith("multipart/form-data"):
             await send_json(send, 415, {"error": f"content type must be multipart/form-data with an 'image' "
