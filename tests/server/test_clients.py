@@ -278,3 +278,40 @@ def test_two_content_types_are_400(runtime, web: Path) -> None:
                 sock.close()
             assert reply.startswith(b"HTTP/1.1 400 "), reply[:200]
             assert reply.endswith(b'{"error": "the Content-Type header was given 2 times; give it once"}')
+
+
+@pytest.mark.parametrize("close", ["Connection: close\r\n", ""], ids=["close", "keep-alive"])
+def test_a_client_that_half_closes_after_its_request_is_answered(runtime, web: Path, close: str) -> None:
+    """Before: a client that shut down its sending side after the request (``nc -N``) got no
+    answer: the server closed the connection at the client's end of data."""
+    body, headers = form(("image", ASTRONAUT.read_bytes(), "x.jpg"))
+    with live(runtime, web) as server:
+        for request in (f"GET /healthz HTTP/1.1\r\nHost: x\r\n{close}\r\n".encode(),
+                        f"POST /v1/segment HTTP/1.1\r\nHost: x\r\n{close}Content-Type: "
+                        f"{headers['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            try:
+                sock.sendall(request)
+                sock.shutdown(socket.SHUT_WR)
+                reply = b""
+                while chunk := sock.recv(65536):  # ends: the server closes once it has answered
+                    reply += chunk
+            finally:
+                sock.close()
+            assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+            head, content = reply.split(b"\r\n\r\n", 1)
+            length = next(int(v) for k, v in (line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+                          if k.lower() == b"content-length")
+            assert len(content) == length
+        # Two requests sent at once, then the half-close: both answered.
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+            sock.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        finally:
+            sock.close()
+        assert reply.count(b"HTTP/1.1 200 ") == 2 and reply.count(b'"status":"ok"') == 2, reply
+        wait_until(lambda: not server.guard.open, 10, "the half-closed connections to be closed")

@@ -83,6 +83,7 @@ class _GuardedProtocol:
     _idle_cycle: Any = None
     _send_timer: asyncio.TimerHandle | None = None
     _unsent = 0  # bytes waiting in the transport's buffer at the send clock's last tick
+    _half_closed = False
 
     def connection_made(self, transport: Any) -> None:
         if not self.guard.admit():
@@ -99,11 +100,25 @@ class _GuardedProtocol:
         if self in self.guard.waiting and self.cycle is not self._idle_cycle:  # type: ignore[attr-defined]
             self._stop_waiting()  # a request head was parsed: the request's own limits apply now
 
+    def eof_received(self) -> bool | None:
+        # The client shut down its sending side after its request (``nc -N``, some HTTP/1.0
+        # clients): uvicorn closed the connection at once, so it got no answer at all. Keep the
+        # sending side open while its request is in progress; closed once it is answered.
+        cycle = self.cycle  # type: ignore[attr-defined]
+        if cycle is not None and cycle is not self._idle_cycle and not cycle.response_complete:
+            self._half_closed = True
+            return True
+        return None  # nothing asked: the transport closes
+
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
         cycle = self.cycle  # type: ignore[attr-defined]
-        if not self.transport.is_closing() and (cycle is None or cycle.response_complete):  # type: ignore[attr-defined]
-            self._await_head()  # (a pipelined request already parsed has a new, open cycle)
+        if self.transport.is_closing() or not (cycle is None or cycle.response_complete):  # type: ignore[attr-defined]
+            return  # (a pipelined request already parsed has a new, open cycle)
+        if self._half_closed:
+            self.transport.close()  # type: ignore[attr-defined]  # no further request can come
+        else:
+            self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
