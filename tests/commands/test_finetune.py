@@ -73,7 +73,7 @@ def test_option_errors_come_before_any_work(pairs: Path, tmp_path: Path,
     assert finetune(pairs, "-o", out, "--resume") == 2
     assert "nothing to resume" in capsys.readouterr().err
     assert finetune(pairs, "-o", out, "--minutes", "0", "--no-replay") == 2
-    assert "--minutes: must be > 0" in capsys.readouterr().err
+    assert "--minutes: must be in (0, 10080]" in capsys.readouterr().err
     assert finetune(tmp_path / "missing", "-o", out, *FAST) == 2
     assert "data folder not found" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())

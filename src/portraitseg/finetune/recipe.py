@@ -16,7 +16,7 @@ from typing import Any
 
 from ..commands.train import merge_config
 from ..defaults import INPUT_SIZE
-from ..options import POSITIVE, Bounds, check_options, option
+from ..options import Bounds, check_options, option
 
 # The bundled model's training sets (configs/default.yaml), mixed back in so a fine-tune does not
 # forget people in general; each is read through its train.txt.
@@ -47,10 +47,15 @@ TRAIN_OVERRIDES: dict[str, Any] = {
 }
 
 
+MAX_MINUTES = 7 * 24 * 60  # a week
+
+
 @dataclass
 class FinetuneRecipe:
+    # At most a week: --minutes 1e308 passed here and failed only after the caches were built, as
+    # the trainer's '--time-budget-s ... got inf'.
     minutes: float = option(3.0, "training time budget in minutes (caching, export and the before/after "
-                            "report come on top)", bounds=POSITIVE)
+                            "report come on top)", bounds=Bounds(0, MAX_MINUTES, low_open=True))
     input_size: int = option(INPUT_SIZE, "training input side in px, a multiple of 32; the exports run "
                              "at --export-size", bounds=Bounds(low=32))
     export_size: int = option(INPUT_SIZE, "input side of the exported model (the bundled model's is 224, "
