@@ -315,3 +315,28 @@ def test_a_client_that_half_closes_after_its_request_is_answered(runtime, web: P
             sock.close()
         assert reply.count(b"HTTP/1.1 200 ") == 2 and reply.count(b'"status":"ok"') == 2, reply
         wait_until(lambda: not server.guard.open, 10, "the half-closed connections to be closed")
+
+
+def test_answers_not_yet_taken_hold_their_slot(runtime, web: Path) -> None:
+    """Before: once processed, a request let go of its concurrency slot with its whole answer
+    still in the connection's buffer, so any number of slow readers each kept a 13 MB answer in
+    the server's memory (here 3 at max_concurrency 2, all 200). Now an answer holds its slot
+    until the client has it: memory is bounded by --max-concurrency answers."""
+    with live(runtime, web, max_concurrency=2, send_timeout_s=3.0) as server:
+        readers = []
+        try:
+            for _ in range(2):
+                sock, length = composite_request(server.port)
+                readers.append(sock)
+            assert length > 8_000_000
+            assert server.request("GET", "/healthz").json()["in_flight"] == 2  # before: 0
+            busy = server.segment(ASTRONAUT.read_bytes())
+            assert busy.status == 503 and "too many requests in flight" in busy.json()["error"]
+            total = drain(readers[0])  # the first client reads its answer after all: all of it
+            assert total == length
+            wait_until(lambda: server.request("GET", "/healthz").json()["in_flight"] == 0, 20,
+                       "the stalled reader's slot to be given back (send timeout)")
+            assert server.segment(ASTRONAUT.read_bytes()).status == 200
+        finally:
+            for sock in readers:
+                sock.close()

@@ -132,11 +132,30 @@ def create_app(cfg: ServerConfig | None = None, runtime: Runtime | None = None):
         result = await _run_in_pool(pool, engine, req, prepared)
         w, h = result.size
         timing = ", ".join(f"{k};dur={v:.1f}" for k, v in result.timings_ms.items())
-        return Response(result.body, media_type=result.media_type,
-                        headers={"x-image-size": f"{w}x{h}", "server-timing": timing})
+        return PacedResponse(result.body, media_type=result.media_type,
+                             headers={"x-image-size": f"{w}x{h}", "server-timing": timing})
 
     app.state.web_notice = _mount_web(app, cfg.web_dir) if cfg.web_dir is not None else None
     return _wrap(app, cfg, slots, uploads)
+
+
+class PacedResponse(Response):
+    """A response whose body goes to the server in pieces: uvicorn waits for the client to take
+    each before the next (flow control), so the request keeps its concurrency slot and upload
+    memory (guard.py) until its answer is out. Why: a whole body handed over at once sat in the
+    connection's buffer after the request had let go of both; clients that read slowly could
+    each keep a 58 MB composite in the server's memory, with no limit on how many."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        body = memoryview(self.body)
+        for start in range(0, max(len(body), 1), PIECE_BYTES):
+            more = start + PIECE_BYTES < len(body)
+            await send({"type": "http.response.body", "body": bytes(body[start:start + PIECE_BYTES]),
+                        "more_body": more})
+
+
+PIECE_BYTES = 1 * MB
 
 
 def _mount_web(app: FastAPI, web_dir: Path) -> str | None:
