@@ -36,6 +36,8 @@ def test_a_users_recipe_layers_over_the_defaults(tmp_path: Path) -> None:
     # passed, and failed only after the caches were built, as '--time-budget-s ... got inf'
     ({"minutes": 1e308}, r"--minutes must be in \(0, 10080\]; got 1e\+308"),
     ({"input_size": 100}, "--input-size must be a multiple of 32"),
+    # failed after the data was staged, as the cache's '--size must be at most 16383'
+    ({"input_size": 99968}, r"--input-size must be in \[32, 16352\]; got 99968"),
     ({"val_fraction": 1.0}, "--val-fraction must be in"),
     ({"replay_share": -0.1}, "--replay-share must be in"),
     ({"speed": 3}, "unknown recipe option"),

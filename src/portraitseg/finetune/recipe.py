@@ -48,6 +48,7 @@ TRAIN_OVERRIDES: dict[str, Any] = {
 
 
 MAX_MINUTES = 7 * 24 * 60  # a week
+MAX_SIZE = 16352  # the largest multiple of 32 a WebP image (the caches) can hold
 
 
 @dataclass
@@ -56,10 +57,13 @@ class FinetuneRecipe:
     # the trainer's '--time-budget-s ... got inf'.
     minutes: float = option(3.0, "training time budget in minutes (caching, export and the before/after "
                             "report come on top)", bounds=Bounds(0, MAX_MINUTES, low_open=True))
+    # The caches store WebP images, at most 16383 px a side: a larger --input-size failed only after
+    # the data was staged, naming the cache's --size.
     input_size: int = option(INPUT_SIZE, "training input side in px, a multiple of 32; the exports run "
-                             "at --export-size", bounds=Bounds(low=32))
+                             "at --export-size", bounds=Bounds(32, MAX_SIZE))
     export_size: int = option(INPUT_SIZE, "input side of the exported model (the bundled model's is 224, "
-                              "so the before/after table compares like with like)", bounds=Bounds(low=32))
+                              "so the before/after table compares like with like)",
+                              bounds=Bounds(32, MAX_SIZE))
     val_fraction: float = option(0.2, "share of each DATA folder held out when no --val is given and the "
                                  "folder has no train.txt + val.txt", bounds=Bounds(0, 1, low_open=True,
                                                                                     high_open=True))
