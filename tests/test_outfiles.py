@@ -15,6 +15,7 @@ from portraitseg.outfiles import (
     OutputClaims,
     OutputError,
     OutputExistsError,
+    WriteError,
     check_folder,
     check_outputs,
     plan_writes,
@@ -128,3 +129,20 @@ def test_the_rule_when_writing(tmp_path: Path) -> None:
     assert b.read_bytes() == b"2"
     assert plan_writes({b: b"3"}, overwrite=True).todo == {b: b"3"}
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_a_folder_or_file_in_the_way_is_named(tmp_path: Path) -> None:
+    # A folder named like the output was 'exists with different content (use --overwrite ...)',
+    # and with --overwrite 'cannot write (Is a directory)'; a file where the output's folder goes
+    # was 'cannot write (File exists)'.
+    folder = tmp_path / "x.mask.png"
+    folder.mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match=r"^output .*x.mask.png is a folder; move it away or give "
+                                              r"another output folder$"):
+            write_results({folder: b"1"}, overwrite=overwrite)
+    (tmp_path / "sub").write_text("a file")
+    with pytest.raises(WriteError, match=rf"^{tmp_path}/sub/y.png: cannot write \({tmp_path}/sub is a file, "
+                                         r"not a folder\)$"):
+        write_results({tmp_path / "sub" / "y.png": b"1"}, overwrite=False)
+    assert folder.is_dir() and (tmp_path / "sub").read_text() == "a file"

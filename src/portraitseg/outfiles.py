@@ -165,6 +165,8 @@ def plan_writes(files: Mapping[Path, bytes], overwrite: bool) -> WritePlan:
     first one whose earlier content differs (unless ``overwrite``), before anything is written."""
     plan = WritePlan()
     for path, data in files.items():
+        if path.is_dir():  # --overwrite would not help: never a folder replaced by a file
+            raise OutputError(f"output {path} is a folder; move it away or give another output folder")
         if _same_bytes(path, data):
             plan.unchanged.append(path)
         elif (path.exists() or path.is_symlink()) and not overwrite:
@@ -197,6 +199,15 @@ class OutOfSpace(Exception):
 STOPPED_LINE = "stopped (the output folder cannot take more files)"
 
 
+def _in_the_way(path: Path) -> str | None:
+    """A file where ``path`` needs a folder (the OS says only 'File exists' or 'Not a
+    directory'), or a folder where it is to be a file."""
+    if path.is_dir():
+        return "a folder has that name"
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    return f"{blocker} is a file, not a folder" if blocker is not None else None
+
+
 def write_files(files: Mapping[Path, bytes]) -> list[Path]:
     """Write each file atomically (temporary file + rename); an OS error becomes one line
     naming the file and how many of the others were already written (a :class:`WriteError`)."""
@@ -205,7 +216,7 @@ def write_files(files: Mapping[Path, bytes]) -> list[Path]:
         try:
             write_atomic(path, data)
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            reason = _in_the_way(path) or exc.strerror or str(exc)
             done = f"; {len(written)} of {len(files)} file(s) were written before it" if written else ""
             raise WriteError(f"{path}: cannot write ({reason}){done}", exc.errno) from exc
         written.append(path)
