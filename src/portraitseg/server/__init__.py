@@ -23,12 +23,12 @@ limits (413, from the header before the full decode), wrong content type (415), 
 (405), empty/corrupt image or bad parameter (400, before any work), body not in within
 ``body_timeout_s`` (408), in-flight requests over ``max_concurrency`` or uploads over
 ``max_upload_memory_bytes`` (503 + Retry-After; slots are counted only once the body is in, so
-slow uploads hold no slot), per-request timeout (504: the worker stops at its next stage), a
-full temporary disk (507) or no files/memory left (503). Connections must send a request head
-within ``header_timeout_s``; at ``max_connections`` the longest-idle one is closed; one that takes
-none of its answer for ``send_timeout_s`` is closed too. Image pixels
-in flight are capped by ``max_inflight_pixels``, and buffers of large images are given back to
-the OS. Nothing in a request is ever used as a path or URL.
+slow uploads hold no slot, and an answer holds its slot until the client has taken it),
+per-request timeout (504: the worker stops at its next stage), a full temporary disk (507) or no
+files/memory left (503). Connections must send a request head within ``header_timeout_s``; at
+``max_connections`` the longest-idle one is closed; one that takes none of its answer for
+``send_timeout_s`` is closed too. Image pixels in flight are capped by ``max_inflight_pixels``,
+and buffers of large images are given back to the OS. Nothing in a request is ever used as a path or URL.
 
 The model is opened once (:func:`~portraitseg.runtimes.open_model`; ``default`` = the bundled
 model on the fastest installed backend) and every worker thread runs requests through its own
