@@ -248,3 +248,14 @@ def test_a_full_disk_stops_the_batch_in_one_line_and_the_rerun_finishes(photo: P
     assert predict(str(photo.parent), "-o", str(big), *kinds) == 0
     assert len([p for p in big.iterdir() if p.name != RECORD_NAME]) == 24
     assert "not recomputed" in capfd.readouterr().err
+
+
+def test_a_file_name_with_a_newline_is_still_one_line(photo: Path, tmp_path: Path,
+                                                      capfd: pytest.CaptureFixture) -> None:
+    # The name's newline split its 'path: problem' line in two.
+    (photo.parent / "bad\nname.png").write_bytes(b"")
+    assert predict(str(photo.parent), "-o", str(tmp_path / "out")) == 1
+    err = capfd.readouterr().err.splitlines()
+    why = "not a readable image (unknown or corrupt format; JPEG, PNG, WebP, BMP, GIF or TIFF are read)"
+    assert err[0] == f"{photo.parent}/bad\\nname.png: {why}"
+    assert err[1].startswith("1 image(s) done, 1 failed") and len(err) == 2

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..commands.predict import Summary
+from ..data.io import one_line
 from ..locate import install_hint
 from ..outfiles import OutOfSpace
 from .settings import BulkSettings, Resources
@@ -203,7 +204,7 @@ def run(job: FileJob, settings: BulkSettings, resources: Resources | None = None
     summary.errors += errors + plan.failed
     summary.total, summary.missing = len(jobs), len(errors)
     for line in plan.failed:
-        print(line, file=sys.stderr)
+        print(one_line(line), file=sys.stderr)
     if plan.rows:
         _execute(plan.rows, job, kinds, recipes, settings, resources or Resources(), address, summary)
     return summary
@@ -260,7 +261,7 @@ def _count(status: dict[str, Any], summary: BulkSummary, bar: Any) -> None:
         if error:
             summary.failed += 1
             summary.errors.append(str(error))
-            tqdm.write(str(error), file=sys.stderr)
+            tqdm.write(one_line(str(error)), file=sys.stderr)
             if full:  # every next image would fail the same way, one line each: as predict, stop
                 summary.written += int(written)
                 raise OutOfSpace(str(error))

@@ -127,8 +127,10 @@ def add_max_pixels_flag(parser: argparse.ArgumentParser, default: int) -> None:
 def report_skipped(skipped: list[str]) -> int:
     """Print ``skipped: <reason>`` per skipped file and a count; returns how many (the commands
     then exit 1, so a skipped file never passes silently)."""
+    from ..data.io import one_line  # here: the CLI's --help imports this module and must stay fast
+
     for msg in skipped:
-        print(f"skipped: {msg}", file=sys.stderr)
+        print(f"skipped: {one_line(msg)}", file=sys.stderr)
     if skipped:
         print(f"{len(skipped)} file(s) skipped", file=sys.stderr)
     return len(skipped)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..colour import COLOUR_SYNTAX
 from ..data.datasets import IMAGE_SUFFIXES, not_a_file
+from ..data.io import one_line
 from ..defaults import MAX_PIXELS
 from ..outfiles import (
     STOPPED_LINE,
@@ -220,7 +221,7 @@ def gather_jobs(specs: list[str], outdir: Path) -> tuple[list[Job], list[str]]:
     check_folder(f"-o {outdir}", outdir, make_folders=True)
     jobs, errors = collect_inputs(specs, outdir)
     for line in errors:
-        print(line, file=sys.stderr)
+        print(one_line(line), file=sys.stderr)
     if not jobs:
         raise ValueError("no input images found")
     clean_stale_temps(outdir)
@@ -390,7 +391,7 @@ def run(args: argparse.Namespace) -> int:
                     text = str(exc)
                     # DataError messages already start with the path.
                     line = text if text.startswith(str(job.path)) else f"{job.path}: {text}"
-                    tqdm.write(line, file=sys.stderr)
+                    tqdm.write(one_line(line), file=sys.stderr)
                     if isinstance(exc, WriteError) and exc.out_of_space:
                         # Every next image would fail the same way, one line each: stop here.
                         raise OutOfSpace from exc

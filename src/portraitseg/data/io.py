@@ -18,6 +18,12 @@ class DataError(ValueError):
     """A problem with one input file; the message starts with the file's path."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n`` for a newline): a file name may
+    hold any of them, and a 'path: problem' line must stay one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
+
+
 class NoSamplesError(DataError):
     """Nothing readable was left; ``skipped`` holds why each file was skipped, so the command
     can list the reasons before its one-line error."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..data.io import DataError, NoSamplesError, write_atomic
+from ..data.io import DataError, NoSamplesError, one_line, write_atomic
 from ..outfiles import check_folder
 from .caches import (
     CacheResult,
@@ -385,5 +385,5 @@ def _print_summary(result: FinetuneResult) -> None:
         say(f"  {line}")
     if result.skipped:
         for msg in result.skipped:
-            print(f"skipped: {msg}", file=sys.stderr)
+            print(f"skipped: {one_line(msg)}", file=sys.stderr)
         print(f"{len(result.skipped)} file(s) left out (exit 1)", file=sys.stderr)
