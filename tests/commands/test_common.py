@@ -131,3 +131,27 @@ def test_sigterm_exit_code_survives_an_exception_that_wraps_it() -> None:
                 raise ImportError("initialization failed") from inner
     assert exc.value.code == 143
     assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "x.jpg", "-o", "o", "--threads", "100000"],
+    ["eval", "--data", "d", "--threads", "100000"],
+    ["bench", "--threads", "1,100000"],
+    ["video", "a.mp4", "b.mp4", "--threads", "100000"],
+    ["serve", "--model-threads", "100000"],
+    ["serve", "--workers-threads", "100000"],
+])
+def test_every_threads_flag_has_the_one_limit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """One MAX_THREADS (portraitseg.defaults) for every thread flag: predict said 256, video 128,
+    and eval, bench and serve had no limit (100000 threads: minutes in ONNX Runtime, a SIGSEGV in
+    LiteRT)."""
+    from portraitseg.cli import main
+    from portraitseg.defaults import MAX_THREADS
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage error
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{MAX_THREADS}" in err and "100000" in err and "threads" in err, err

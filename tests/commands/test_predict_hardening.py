@@ -126,7 +126,7 @@ def test_absurd_thread_counts_are_refused(photo: Path, tmp_path: Path, command: 
     with pytest.raises(SystemExit) as exc:
         main([command, str(photo.parent), out, str(tmp_path / "out"), "--threads", "100000"])
     assert exc.value.code == 2
-    assert "--threads: must be at most 256, got 100000" in capsys.readouterr().err
+    assert "--threads: must be at most 128, got 100000" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..defaults import MAX_THREADS
 from ..options import flag_name, flag_type
 
 MISSING = dataclasses.MISSING
@@ -35,11 +36,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-# More model threads than this only slows a run, and far more never starts: ONNX Runtime spent
-# minutes creating 100000 threads, LiteRT crashed (SIGSEGV).
-MAX_THREADS = 256
 
 
 def thread_count(text: str) -> int:

@@ -26,10 +26,10 @@ def _csv(text: str) -> list[str]:
 
 
 def _ints(text: str) -> list[int]:
-    """Comma-separated thread counts, each at least 1 (as every --threads flag)."""
-    from ._common import positive_int
+    """Comma-separated thread counts, each 1 .. MAX_THREADS (as every --threads flag)."""
+    from ._common import thread_count
 
-    return [positive_int(t) for t in _csv(text)]
+    return [thread_count(t) for t in _csv(text)]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -13,7 +13,12 @@ from ..evaluate import DEFAULT_GALLERY_K, check_threshold, compare
 from ..runtimes import PEERS, open_model, peer_spec
 from ..runtimes.factory import BACKENDS, DEFAULT_SPEC
 from ..runtimes.peers import is_peer_name
-from ._common import add_max_pixels_flag, add_postprocess_flags, positive_int, postprocess_config
+from ._common import (
+    add_max_pixels_flag,
+    add_postprocess_flags,
+    postprocess_config,
+    thread_count,
+)
 
 DEFAULT_SPLIT = "val.txt"
 
@@ -79,7 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--threshold", type=float, default=0.5,
         help="probability threshold for IoU and BF1, in (0, 1) (default 0.5)")
     add("--limit", type=int, metavar="N", help="evaluate only the first N images of each dataset")
-    add("--threads", type=positive_int, default=1, help="inference threads per model (default 1)")
+    add("--threads", type=thread_count, default=1, help="inference threads per model (default 1)")
     add("--backend", choices=BACKENDS, default="auto",
         help="for MODEL default: tflite, onnx or torch (default: auto = the fastest installed)")
     add(

@@ -8,7 +8,7 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 
 from .. import postprocess as pp
-from ..defaults import MAX_PIXELS
+from ..defaults import MAX_PIXELS, MAX_THREADS
 from ..options import flag_name
 from ..options import option as _opt
 
@@ -62,6 +62,9 @@ class ServerConfig:
         for name in ("worker_threads", "model_threads", "max_concurrency", "max_connections"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"{_flag(name)} must be >= 1; got {getattr(self, name)}")
+        for name in ("worker_threads", "model_threads"):
+            if getattr(self, name) > MAX_THREADS:
+                raise ValueError(f"{_flag(name)} must be at most {MAX_THREADS}; got {getattr(self, name)}")
         for name in ("max_body_bytes", "max_pixels", "max_upload_memory_bytes", "max_inflight_pixels"):
             if not getattr(self, name) >= 1:  # a flag in MB/MP of 0, below 0, or too small to be 1 unit
                 raise ValueError(f"{_flag(name)} must be > 0; got {_shown(name, getattr(self, name))}")

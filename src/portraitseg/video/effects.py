@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import postprocess as pp
+from ..defaults import MAX_THREADS
 from ..options import Bounds, option
 from ..pipeline import Pipeline, StageTimes
 from ..temporal import SmoothingConfig
 from .io import VIDEO_EXTS, VideoBackground
-from .writer import MAX_THREADS
 
 Effect = pp.Background | VideoBackground | str  # str: "mask" or "none" besides "blur"
 

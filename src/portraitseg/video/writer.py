@@ -29,11 +29,11 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from ..defaults import MAX_THREADS
 from ..options import Bounds, check_options, option
 from .io import codec_for, opencv_quiet
 
 H264_EXTS = (".mp4", ".m4v", ".mov")
-MAX_THREADS = 128  # x264's X264_THREAD_MAX; also the model's --threads limit (effects.ModelConfig)
 MIN_SIDE = 2  # pixels: the encoders cannot write a frame 1 pixel wide or high
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow")
@@ -55,7 +55,8 @@ class EncoderConfig:
     crf: float = option(20.0, "x264 constant rate factor: lower = better quality, bigger file",
                         metavar="CRF", bounds=Bounds(high=51))
     # At most x264's own limit (X264_THREAD_MAX): 100000 ran for a minute on a 15-frame clip.
-    encoder_threads: int = option(1, "x264 threads", metavar="N", bounds=Bounds(low=1, high=MAX_THREADS))
+    encoder_threads: int = option(1, "x264 threads", metavar="N",  # MAX_THREADS is x264's X264_THREAD_MAX too
+                                  bounds=Bounds(low=1, high=MAX_THREADS))
 
     def __post_init__(self) -> None:
         check_options(self)
