@@ -4,7 +4,6 @@ cannot be written is refused before the minutes of timing, as every command's ou
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,10 @@ def test_an_unwritable_json_folder_is_refused_before_timing(tmp_path: Path, monk
     """A real read-only mount: one line naming --json and the folder, before any timing (it
     failed only when writing, after the whole run)."""
     monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("timing started"))
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
-    try:
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
         assert main(["bench", *QUICK, "--json", str(ro / "bench.json")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.endswith(f"--json {ro / 'bench.json'}: cannot write in {ro}: Read-only file system"), err
         assert len(err.splitlines()) == 1
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)

@@ -95,18 +95,13 @@ def test_read_only_out_is_one_line_before_any_work(pairs: Path, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     """A real read-only mount as OUT's parent: one line naming it, exit 2 as every command's
     unwritable output (outfiles.check_folder; it was a traceback)."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
-    try:
+    from small_disk import tmpfs
+
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
         assert finetune(pairs, "-o", ro / "out", *FAST) == 2
         err = capsys.readouterr().err.strip()
         out = ro / "out"
         assert err == f"portraitseg finetune: error: -o {out}: cannot write in {ro}: Read-only file system"
-    finally:
-        subprocess.run(["umount", str(ro)], check=True)
 
 
 def test_finetune_then_resume_then_overwrite(pairs: Path, tmp_path: Path,
